@@ -1,0 +1,227 @@
+/**
+ * Configuration: the only reader of `process.env` in the service. Parsed once per container, at the
+ * edge; every failure names the variable and says what a valid value looks like.
+ */
+import { ServiceError } from './errors.ts';
+
+/** Where the appid/secret pairs and HTTP client keys come from. */
+export type CredentialSource =
+  | { kind: 'secrets_manager'; secretId: string }
+  /** Local runs only: one app from WECHAT_APPID/WECHAT_APPSECRET (and an optional local client key). */
+  | {
+      kind: 'env';
+      appid: string;
+      secret: string;
+      tokenApi: TokenApi;
+      tickets: TicketType[];
+      clientKey: string | undefined;
+    };
+
+export type TokenApi = 'classic' | 'stable';
+export type TicketType = 'jsapi' | 'wx_card';
+
+/** What to do for a `classic` app when Memcached is down and no valid token is held in memory. */
+export type CacheOutagePolicy =
+  /** Fetch a stable token instead: a separate token that classic fetches never invalidate. */
+  | 'stable_fallback'
+  /** Fetch a classic token anyway (each instance may then invalidate the others' tokens). */
+  | 'classic'
+  /** Answer 503 cache_unavailable. */
+  | 'fail';
+
+export interface Config {
+  /** `host:port` entries; undefined → in-process store (local runs only). */
+  memcachedServers: string[] | undefined;
+  /** Per-request Memcached timeout. */
+  memcachedTimeoutMs: number;
+  /** Namespace of every cache key; the record format version is appended by the store. */
+  cacheKeyPrefix: string;
+  credentials: CredentialSource;
+  /** How long the parsed secret is kept in memory. */
+  secretCacheSeconds: number;
+  wechatApiBaseUrl: string;
+  /** How long before a token's expiry a refresh starts (scaled down for short-lived tokens). */
+  refreshWindowSeconds: number;
+  /** A reported token younger than this is not refreshed. */
+  passiveRefreshMinAgeSeconds: number;
+  /** Accepted passive refreshes per appid per WeChat quota day (UTC+8). */
+  passiveRefreshDailyBudget: number;
+  /** Lease of the refresh lock, whole seconds. Longer than the worst upstream call. */
+  lockLeaseSeconds: number;
+  /** Timeout of one upstream attempt. */
+  upstreamTimeoutMs: number;
+  /** Bound on the per-instance memory copy of a record; below WeChat's 300 s overlap. */
+  memoryCacheSeconds: number;
+  /** How long a credential/IP failure is remembered (shared through the cache) before WeChat is asked again. */
+  failureMemorySeconds: number;
+  /** The service answers this long before the invocation's deadline. */
+  deadlineMarginMs: number;
+  cacheOutagePolicy: CacheOutagePolicy;
+  logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Reads and validates the configuration. Throws `config_invalid` naming the variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const memcachedServers = readServers(env, 'MEMCACHED_SERVERS');
+  const upstreamTimeoutMs = readInt(env, 'UPSTREAM_TIMEOUT_MS', 3000, 100, 60_000);
+  const lockLeaseSeconds = readInt(env, 'LOCK_LEASE_SECONDS', 10, 1, 900);
+  if (lockLeaseSeconds * 1000 < upstreamTimeoutMs + 1000) {
+    throw invalid(
+      'LOCK_LEASE_SECONDS',
+      `must be at least 1 s longer than UPSTREAM_TIMEOUT_MS (${upstreamTimeoutMs} ms); got ${lockLeaseSeconds}`,
+    );
+  }
+  return {
+    memcachedServers,
+    memcachedTimeoutMs: readInt(env, 'MEMCACHED_TIMEOUT_MS', 250, 10, 10_000),
+    cacheKeyPrefix: readMatch(
+      env,
+      'CACHE_KEY_PREFIX',
+      'wts',
+      /^[a-z0-9_-]{1,32}$/,
+      'lower-case letters, digits, _ or -, at most 32',
+    ),
+    credentials: readCredentialSource(env),
+    secretCacheSeconds: readInt(env, 'SECRET_CACHE_SECONDS', 300, 0, 86_400),
+    wechatApiBaseUrl: readUrl(env, 'WECHAT_API_BASE_URL', 'https://api.weixin.qq.com'),
+    refreshWindowSeconds: readInt(env, 'TOKEN_REFRESH_WINDOW_SECONDS', 900, 1, 7000),
+    passiveRefreshMinAgeSeconds: readInt(env, 'PASSIVE_REFRESH_MIN_AGE_SECONDS', 300, 0, 7200),
+    passiveRefreshDailyBudget: readInt(env, 'PASSIVE_REFRESH_DAILY_BUDGET', 100, 0, 100_000),
+    lockLeaseSeconds,
+    upstreamTimeoutMs,
+    memoryCacheSeconds: readInt(env, 'MEMORY_CACHE_SECONDS', 60, 0, 240),
+    failureMemorySeconds: readInt(env, 'FAILURE_MEMORY_SECONDS', 30, 0, 3600),
+    deadlineMarginMs: readInt(env, 'DEADLINE_MARGIN_MS', 250, 20, 10_000),
+    cacheOutagePolicy: readEnum(
+      env,
+      'CACHE_OUTAGE_POLICY',
+      ['stable_fallback', 'classic', 'fail'],
+      'stable_fallback',
+    ),
+    logLevel: readEnum(env, 'LOG_LEVEL', ['DEBUG', 'INFO', 'WARN', 'ERROR'], 'INFO', (v) => v.toUpperCase()),
+  };
+}
+
+/** WeChat appids: `wx` followed by 16 lower-case hex digits. */
+export const APPID_PATTERN = /^wx[0-9a-f]{16}$/;
+
+function readCredentialSource(env: Env): CredentialSource {
+  const secretId = nonEmpty(env, 'WECHAT_SECRET_ID');
+  if (secretId !== undefined) return { kind: 'secrets_manager', secretId };
+  const appid = nonEmpty(env, 'WECHAT_APPID');
+  const secret = nonEmpty(env, 'WECHAT_APPSECRET');
+  if (appid === undefined || secret === undefined) {
+    throw new ServiceError(
+      'config_invalid',
+      'no credentials configured: set WECHAT_SECRET_ID to the Secrets Manager secret holding the apps ' +
+        '(or, for a local run, WECHAT_APPID and WECHAT_APPSECRET)',
+    );
+  }
+  if (!APPID_PATTERN.test(appid))
+    throw invalid('WECHAT_APPID', 'must look like wx followed by 16 hex digits');
+  const tickets = (nonEmpty(env, 'WECHAT_TICKETS') ?? '')
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
+  for (const t of tickets) {
+    if (t !== 'jsapi' && t !== 'wx_card')
+      throw invalid('WECHAT_TICKETS', `lists "${t}"; allowed: jsapi, wx_card`);
+  }
+  const clientKey = nonEmpty(env, 'WECHAT_CLIENT_KEY');
+  if (clientKey !== undefined && clientKey.length < 16) {
+    throw invalid('WECHAT_CLIENT_KEY', 'must be at least 16 characters');
+  }
+  return {
+    kind: 'env',
+    appid,
+    secret,
+    tokenApi: readEnum(env, 'WECHAT_TOKEN_API', ['classic', 'stable'], 'classic'),
+    tickets: tickets as TicketType[],
+    clientKey,
+  };
+}
+
+function readServers(env: Env, name: string): string[] | undefined {
+  const raw = nonEmpty(env, name);
+  if (raw === undefined) return undefined;
+  const servers = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const server of servers) {
+    const match = /^([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(server);
+    if (!match || Number(match[2]) < 1 || Number(match[2]) > 65_535) {
+      throw invalid(
+        name,
+        `entry "${server}" is not host:port (for example my-cache.abc123.cfg.use1.cache.amazonaws.com:11211)`,
+      );
+    }
+    // ElastiCache Serverless endpoints only speak TLS; memjs has no TLS, so fail here rather than time out later.
+    if (/\.serverless\.[a-z0-9-]+\.cache\.amazonaws\.com$/i.test(match[1] ?? '')) {
+      throw invalid(
+        name,
+        `"${server}" is an ElastiCache Serverless endpoint, which requires TLS; this service's Memcached client ` +
+          'cannot do TLS: use a node-based Memcached cluster with in-transit encryption off',
+      );
+    }
+  }
+  if (servers.length === 0) throw invalid(name, 'lists no server');
+  return servers;
+}
+
+function nonEmpty(env: Env, name: string): string | undefined {
+  const value = env[name]?.trim();
+  return value === undefined || value === '' ? undefined : value;
+}
+
+function readInt(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = nonEmpty(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+    throw invalid(name, `must be a whole number from ${min} to ${max}; got "${raw.slice(0, 40)}"`);
+  }
+  return Number(raw);
+}
+
+function readEnum<T extends string>(
+  env: Env,
+  name: string,
+  allowed: readonly T[],
+  fallback: T,
+  normalise: (v: string) => string = (v) => v,
+): T {
+  const raw = nonEmpty(env, name);
+  if (raw === undefined) return fallback;
+  const value = normalise(raw);
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw invalid(name, `must be one of ${allowed.join(', ')}; got "${raw.slice(0, 40)}"`);
+  }
+  return value as T;
+}
+
+function readMatch(env: Env, name: string, fallback: string, pattern: RegExp, expected: string): string {
+  const raw = nonEmpty(env, name);
+  if (raw === undefined) return fallback;
+  if (!pattern.test(raw)) throw invalid(name, `must be ${expected}; got "${raw.slice(0, 40)}"`);
+  return raw;
+}
+
+function readUrl(env: Env, name: string, fallback: string): string {
+  const raw = nonEmpty(env, name) ?? fallback;
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw invalid(name, `must be an absolute http(s) URL; got "${raw.slice(0, 80)}"`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw invalid(name, `must be an http(s) URL; got "${raw.slice(0, 80)}"`);
+  }
+  return raw.replace(/\/+$/, '');
+}
+
+function invalid(name: string, what: string): ServiceError {
+  return new ServiceError('config_invalid', `${name} ${what}`);
+}

@@ -1,0 +1,147 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { APPID_PATTERN, type TicketType, type TokenApi } from '../config.ts';
+import { ServiceError } from '../errors.ts';
+
+/** One WeChat app as the service uses it. */
+export interface AppCredentials {
+  appid: string;
+  secret: string;
+  tokenApi: TokenApi;
+  /** Ticket types the schedule keeps fresh for this app. */
+  tickets: TicketType[];
+}
+
+/** An HTTP client: identified by the SHA-256 of its key, scoped to a list of appids. */
+export interface ClientKey {
+  id: string;
+  keySha256: Buffer;
+  appids: ReadonlySet<string>;
+}
+
+export interface Credentials {
+  apps: ReadonlyMap<string, AppCredentials>;
+  clients: readonly ClientKey[];
+}
+
+/** The port: where credentials come from. `reload` bypasses any in-memory copy (secret rotation). */
+export interface CredentialsProvider {
+  get(options?: { reload?: boolean }): Promise<Credentials>;
+}
+
+const SECRET_FORMS =
+  'expected {"appid":"wx…","secret":"…"} or {"apps":[{"appid":"wx…","secret":"…","token_api":"classic"|"stable",' +
+  '"tickets":["jsapi"]}],"clients":[{"id":"…","key_sha256":"<64 hex>","appids":["wx…"]}]}';
+
+/**
+ * Parses the credentials secret (both forms of the design). Errors are `config_invalid`, name the
+ * offending entry by index or appid, and never quote a secret value.
+ */
+export function parseCredentials(text: string): Credentials {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw bad(`the credentials secret is not JSON; ${SECRET_FORMS}`);
+  }
+  if (!isObject(raw)) throw bad(`the credentials secret is not a JSON object; ${SECRET_FORMS}`);
+
+  const appEntries: unknown[] = 'apps' in raw ? asArray(raw.apps, 'apps') : [raw];
+  const apps = new Map<string, AppCredentials>();
+  appEntries.forEach((entry, index) => {
+    const app = parseApp(entry, 'apps' in raw ? `apps[${index}]` : 'the secret');
+    if (apps.has(app.appid)) throw bad(`apps lists ${app.appid} twice`);
+    apps.set(app.appid, app);
+  });
+
+  const clients = 'clients' in raw ? asArray(raw.clients, 'clients').map(parseClient) : [];
+  const ids = new Set<string>();
+  for (const client of clients) {
+    if (ids.has(client.id)) throw bad(`clients lists the id "${client.id}" twice`);
+    ids.add(client.id);
+  }
+  return { apps, clients };
+}
+
+function parseApp(entry: unknown, where: string): AppCredentials {
+  if (!isObject(entry)) throw bad(`${where} is not an object; ${SECRET_FORMS}`);
+  const { appid, secret } = entry;
+  if (typeof appid !== 'string' || !APPID_PATTERN.test(appid)) {
+    throw bad(`${where}.appid must be "wx" followed by 16 hex digits`);
+  }
+  if (typeof secret !== 'string' || !/^[\x21-\x7e]{8,128}$/.test(secret)) {
+    throw bad(`${where}.secret (appid ${appid}) must be the AppSecret: 8 to 128 printable characters`);
+  }
+  const tokenApi = entry.token_api ?? 'classic';
+  if (tokenApi !== 'classic' && tokenApi !== 'stable') {
+    throw bad(`${where}.token_api (appid ${appid}) must be "classic" or "stable"`);
+  }
+  const tickets = entry.tickets ?? [];
+  if (!Array.isArray(tickets) || !tickets.every((t) => t === 'jsapi' || t === 'wx_card')) {
+    throw bad(`${where}.tickets (appid ${appid}) must be a list of "jsapi" and "wx_card"`);
+  }
+  return { appid, secret, tokenApi, tickets: [...new Set(tickets as TicketType[])] };
+}
+
+function parseClient(entry: unknown, index: number): ClientKey {
+  const where = `clients[${index}]`;
+  if (!isObject(entry)) throw bad(`${where} is not an object`);
+  const { id, key_sha256: keySha256, appids } = entry;
+  if (typeof id !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(id)) {
+    throw bad(`${where}.id must be 1 to 64 letters, digits, _ . or -`);
+  }
+  if (typeof keySha256 !== 'string' || !/^[0-9a-f]{64}$/.test(keySha256)) {
+    throw bad(
+      `${where}.key_sha256 (client ${id}) must be the lower-case hex SHA-256 of the key (64 characters)`,
+    );
+  }
+  if (!Array.isArray(appids) || !appids.every((a) => typeof a === 'string' && APPID_PATTERN.test(a))) {
+    throw bad(`${where}.appids (client ${id}) must be a list of appids ("wx" followed by 16 hex digits)`);
+  }
+  return { id, keySha256: Buffer.from(keySha256, 'hex'), appids: new Set(appids as string[]) };
+}
+
+/**
+ * The client whose key this is, comparing SHA-256 digests in constant time against every client
+ * (no early exit), or undefined.
+ */
+export function findClient(credentials: Credentials, key: string): ClientKey | undefined {
+  const digest = sha256(key);
+  let found: ClientKey | undefined;
+  for (const client of credentials.clients) {
+    if (timingSafeEqual(client.keySha256, digest) && found === undefined) found = client;
+  }
+  return found;
+}
+
+export function sha256(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** Credentials from the environment, for local runs (WECHAT_APPID/WECHAT_APPSECRET). */
+export class StaticCredentials implements CredentialsProvider {
+  readonly #credentials: Credentials;
+
+  constructor(app: AppCredentials, clientKey?: string) {
+    this.#credentials = {
+      apps: new Map([[app.appid, app]]),
+      clients: clientKey ? [{ id: 'local', keySha256: sha256(clientKey), appids: new Set([app.appid]) }] : [],
+    };
+  }
+
+  async get(): Promise<Credentials> {
+    return this.#credentials;
+  }
+}
+
+function asArray(value: unknown, name: string): unknown[] {
+  if (!Array.isArray(value)) throw bad(`${name} must be a list; ${SECRET_FORMS}`);
+  return value;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function bad(message: string): ServiceError {
+  return new ServiceError('config_invalid', `credentials secret: ${message}`);
+}

@@ -1,0 +1,119 @@
+/**
+ * Lifetimes: when a record should be refreshed, and how long a served value is *guaranteed* to stay
+ * valid — the `expires_in` promised to callers.
+ *
+ * Why the promise is not WeChat's nominal expiry. With the classic endpoint, a refresh at time R
+ * leaves the previous token alive until R + 300 s and kills the one before it at once (wechat-facts
+ * §1). So a token T dies at the earliest of:
+ *   - its natural expiry;
+ *   - the first refresh after it (R1) + the 300 s overlap;
+ *   - the second refresh after it (R2), which kills it at once.
+ * This service is the only fetcher, so it knows the earliest moment it may refresh:
+ *   - proactively: not before the record's `refreshAtMs` (classic only: stable normal calls and
+ *     ticket fetches invalidate nothing);
+ *   - passively: not before T is `PASSIVE_REFRESH_MIN_AGE_SECONDS` old — and not before the moment
+ *     T was last confirmed current, less one lock lease (a refresh may be in flight, issued by WeChat
+ *     but not yet written back, for at most one lease).
+ * and R2 cannot come sooner than min(min age, half a token life) after R1. Hence
+ *
+ *   guaranteed(T) = min(natural expiry, earliest(R1) + min(300 s, R2 − R1 lower bound))
+ *
+ * A caller that keeps T until `now + expires_in` therefore never holds a token this service killed.
+ * With the defaults (min age 300 s, window 900 s, lease 10 s) a classic token is promised 280–590 s.
+ * A token killed by someone outside the service is beyond any promise: that is what passive refresh
+ * is for.
+ */
+import type { CredentialRecord, Origin } from './record.ts';
+
+/** WeChat keeps the previous token valid this long after a refresh (classic, and stable force refresh). */
+export const OVERLAP_MS = 300_000;
+/** Stable token: WeChat itself rotates in the last 300 s, so a refresh inside 240 s gets a new token. */
+const STABLE_WINDOW_CAP_MS = 240_000;
+/** Stable force refreshes closer than this do nothing (WeChat's rule). */
+export const STABLE_FORCE_SPACING_MS = 30_000;
+
+export interface LifetimeSettings {
+  refreshWindowSeconds: number;
+  passiveRefreshMinAgeSeconds: number;
+  /** 0 disables passive refresh, which then cannot shorten a promise. */
+  passiveRefreshDailyBudget: number;
+  lockLeaseSeconds: number;
+}
+
+/**
+ * Natural expiry of a grant: counted from when the request was sent (WeChat counts from its answer,
+ * which is later), less a clock-skew margin of 10 s or a tenth of the life for short-lived test tokens.
+ */
+export function naturalExpiryMs(requestSentAtMs: number, expiresInSeconds: number): number {
+  const lifeMs = expiresInSeconds * 1000;
+  return requestSentAtMs + lifeMs - Math.min(10_000, Math.floor(lifeMs / 10));
+}
+
+/**
+ * The refresh window actually used: the configured one, scaled down to half a token's life (so a
+ * 20-second token is refreshed about every 10 s, not on every request), and for stable tokens kept
+ * inside the last 240 s, where WeChat hands out a new token instead of the same one.
+ */
+export function effectiveWindowMs(lifeMs: number, origin: Origin, settings: LifetimeSettings): number {
+  let window = Math.min(settings.refreshWindowSeconds * 1000, Math.floor(lifeMs / 2));
+  if (origin === 'stable') window = Math.min(window, STABLE_WINDOW_CAP_MS);
+  return window;
+}
+
+/**
+ * When a refresh of a new value may start: `expiresAt − window`, moved later by up to a quarter of
+ * the window by a per-app jitter in [0, 1) so that apps do not all refresh on the same tick.
+ */
+export function refreshAtMs(
+  fetchedAtMs: number,
+  expiresAtMs: number,
+  origin: Origin,
+  jitter: number,
+  settings: LifetimeSettings,
+): number {
+  const window = effectiveWindowMs(expiresAtMs - fetchedAtMs, origin, settings);
+  return expiresAtMs - window + Math.floor(window * 0.25 * jitter);
+}
+
+/**
+ * The moment until which `record` is guaranteed valid, given that it was confirmed to be the
+ * current record at `confirmedAtMs` (read from Memcached, or written by this instance).
+ */
+export function guaranteedUntilMs(
+  record: CredentialRecord,
+  confirmedAtMs: number,
+  settings: LifetimeSettings,
+): number {
+  // Re-fetching a ticket does not invalidate the previous one.
+  if (record.origin === 'ticket') return record.expiresAtMs;
+
+  const lifeMs = record.expiresAtMs - record.fetchedAtMs;
+  const passiveEnabled = settings.passiveRefreshDailyBudget > 0;
+  // Stable force refreshes are at least 30 s apart whatever the min age.
+  const minAgeMs =
+    record.origin === 'stable'
+      ? Math.max(settings.passiveRefreshMinAgeSeconds * 1000, STABLE_FORCE_SPACING_MS)
+      : settings.passiveRefreshMinAgeSeconds * 1000;
+
+  let earliestRefreshMs = Number.POSITIVE_INFINITY;
+  if (passiveEnabled) {
+    earliestRefreshMs = Math.max(
+      record.fetchedAtMs + minAgeMs,
+      confirmedAtMs - settings.lockLeaseSeconds * 1000,
+    );
+  }
+  if (record.origin === 'classic') earliestRefreshMs = Math.min(earliestRefreshMs, record.refreshAtMs);
+
+  // After the first refresh the token lives the overlap, unless a second refresh comes sooner.
+  let secondRefreshGapMs = Math.floor(lifeMs / 2);
+  if (passiveEnabled) secondRefreshGapMs = Math.min(secondRefreshGapMs, minAgeMs);
+  if (record.origin === 'stable' && !passiveEnabled) secondRefreshGapMs = Number.POSITIVE_INFINITY;
+  const survivalMs = Math.min(OVERLAP_MS, secondRefreshGapMs);
+
+  return Math.min(record.expiresAtMs, earliestRefreshMs + survivalMs);
+}
+
+/** Whole seconds from `nowMs` to `untilMs`, never negative. */
+export function secondsUntil(untilMs: number, nowMs: number): number {
+  return Math.max(0, Math.floor((untilMs - nowMs) / 1000));
+}

@@ -1,0 +1,266 @@
+import type { Clock, Sleep } from '../clock.ts';
+import type { TicketType, TokenApi } from '../config.ts';
+import { ServiceError } from '../errors.ts';
+import { errorForErrcode, isTransientErrcode, type WeChatEndpoint } from './errcodes.ts';
+
+/** What WeChat granted: an opaque credential and the lifetime it announced. */
+export interface Grant {
+  value: string;
+  /** WeChat's `expires_in`, counted from when WeChat answered. */
+  expiresInSeconds: number;
+}
+
+/** The structural subset of `fetch` the client uses (the platform's global fetch in production). */
+export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
+
+export interface WeChatClientOptions {
+  baseUrl: string;
+  /** Timeout of one attempt. */
+  attemptTimeoutMs: number;
+  clock: Clock;
+  sleep: Sleep;
+  fetch?: FetchLike;
+  /** Called before each retry: reason and attempt number, for metrics and logs. */
+  onRetry?: (endpoint: WeChatEndpoint, reason: string, attempt: number) => void;
+}
+
+/** Every call is bounded by an absolute deadline (epoch ms) derived from the Lambda's remaining time. */
+export interface CallOptions {
+  deadlineAtMs: number;
+}
+
+const MAX_ATTEMPTS = 4;
+const MAX_BODY_BYTES = 64 * 1024;
+/** WeChat says to reserve 512 characters; accept generously more, never unbounded. */
+const MAX_CREDENTIAL_LENGTH = 2048;
+
+/**
+ * WeChat's token and ticket endpoints over fetch. Errors arrive as HTTP 200 with an errcode body and
+ * are mapped to typed errors; busy (-1), 5xx and network failures are retried with jittered backoff
+ * inside the deadline; nothing else is retried. The AppSecret travels in the request only and is
+ * scrubbed from anything WeChat echoes back.
+ */
+export class WeChatClient {
+  readonly #options: WeChatClientOptions;
+  readonly #fetch: FetchLike;
+
+  constructor(options: WeChatClientOptions) {
+    this.#options = options;
+    this.#fetch = options.fetch ?? ((url, init) => fetch(url, init));
+  }
+
+  /** `GET /cgi-bin/token` (classic: every call issues a new token) or `POST /cgi-bin/stable_token`. */
+  async fetchAccessToken(
+    app: { appid: string; secret: string },
+    api: TokenApi,
+    options: CallOptions & { forceRefresh?: boolean },
+  ): Promise<Grant> {
+    const base = this.#options.baseUrl;
+    const request =
+      api === 'classic'
+        ? {
+            endpoint: 'token' as const,
+            url: `${base}/cgi-bin/token?grant_type=client_credential&appid=${encodeURIComponent(app.appid)}&secret=${encodeURIComponent(app.secret)}`,
+            init: { method: 'GET' },
+          }
+        : {
+            endpoint: 'stable_token' as const,
+            url: `${base}/cgi-bin/stable_token`,
+            init: {
+              method: 'POST',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify({
+                grant_type: 'client_credential',
+                appid: app.appid,
+                secret: app.secret,
+                force_refresh: options.forceRefresh === true,
+              }),
+            },
+          };
+    const body = await this.#call(request.endpoint, app.appid, request.url, request.init, options, [
+      app.secret,
+    ]);
+    return parseGrant(request.endpoint, app.appid, body, 'access_token');
+  }
+
+  /** `GET /cgi-bin/ticket/getticket`: errcode 40001/42001 there means the access token is dead. */
+  async fetchTicket(
+    appid: string,
+    accessToken: string,
+    type: TicketType,
+    options: CallOptions,
+  ): Promise<Grant> {
+    const url = `${this.#options.baseUrl}/cgi-bin/ticket/getticket?access_token=${encodeURIComponent(accessToken)}&type=${type}`;
+    const body = await this.#call('ticket', appid, url, { method: 'GET' }, options, [accessToken]);
+    return parseGrant('ticket', appid, body, 'ticket');
+  }
+
+  async #call(
+    endpoint: WeChatEndpoint,
+    appid: string,
+    url: string,
+    init: RequestInit,
+    { deadlineAtMs }: CallOptions,
+    secrets: string[],
+  ): Promise<Record<string, unknown>> {
+    const { clock, sleep, attemptTimeoutMs } = this.#options;
+    for (let attempt = 1; ; attempt++) {
+      const remainingMs = deadlineAtMs - clock.now();
+      if (remainingMs <= 0) throw timeoutError(endpoint, appid);
+      let failure: ServiceError;
+      try {
+        const body = await this.#attempt(endpoint, appid, url, init, Math.min(attemptTimeoutMs, remainingMs));
+        const errcode = body.errcode;
+        if (typeof errcode === 'number' && errcode !== 0) {
+          const errmsg = scrub(typeof body.errmsg === 'string' ? body.errmsg : '', secrets);
+          failure = errorForErrcode(endpoint, appid, errcode, errmsg);
+          if (!isTransientErrcode(errcode)) throw failure;
+        } else {
+          return body;
+        }
+      } catch (err) {
+        if (!(err instanceof RetryableFailure)) throw err;
+        failure = err.error;
+      }
+      if (attempt >= MAX_ATTEMPTS) throw failure;
+      // Full jitter: 0..(100 ms × 2^n), so instances that failed together do not retry together.
+      const backoffMs = Math.random() * 100 * 2 ** (attempt - 1);
+      if (clock.now() + backoffMs >= deadlineAtMs) throw failure;
+      this.#options.onRetry?.(
+        endpoint,
+        failure.errcode === undefined ? failure.code : String(failure.errcode),
+        attempt,
+      );
+      await sleep(backoffMs);
+    }
+  }
+
+  async #attempt(
+    endpoint: WeChatEndpoint,
+    appid: string,
+    url: string,
+    init: RequestInit,
+    timeoutMs: number,
+  ): Promise<Record<string, unknown>> {
+    let response: Response;
+    try {
+      response = await this.#fetch(url, {
+        ...init,
+        signal: AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))),
+      });
+    } catch (err) {
+      if (isAbort(err)) throw new RetryableFailure(timeoutError(endpoint, appid));
+      // Never the URL or the raw message: the classic URL carries the AppSecret.
+      throw new RetryableFailure(
+        new ServiceError(
+          'wechat_unavailable',
+          `WeChat ${endpoint} could not be reached (${networkCode(err)}); retry shortly`,
+          {
+            cause: networkCode(err),
+          },
+        ),
+      );
+    }
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (err) {
+      if (isAbort(err)) throw new RetryableFailure(timeoutError(endpoint, appid));
+      throw new RetryableFailure(
+        new ServiceError(
+          'wechat_unavailable',
+          `WeChat ${endpoint} connection failed mid-answer (${networkCode(err)})`,
+        ),
+      );
+    }
+    if (response.status >= 500) {
+      throw new RetryableFailure(
+        new ServiceError(
+          'wechat_unavailable',
+          `WeChat ${endpoint} answered HTTP ${response.status}; retry shortly`,
+        ),
+      );
+    }
+    if (response.status !== 200 || text.length > MAX_BODY_BYTES) {
+      throw new ServiceError(
+        'wechat_bad_response',
+        `WeChat ${endpoint} answered HTTP ${response.status} with an unexpected body`,
+      );
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new ServiceError(
+        'wechat_bad_response',
+        `WeChat ${endpoint} answered with a body that is not JSON`,
+      );
+    }
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw new ServiceError(
+        'wechat_bad_response',
+        `WeChat ${endpoint} answered with JSON that is not an object`,
+      );
+    }
+    return body as Record<string, unknown>;
+  }
+}
+
+class RetryableFailure extends Error {
+  constructor(readonly error: ServiceError) {
+    super(error.message);
+  }
+}
+
+function parseGrant(
+  endpoint: WeChatEndpoint,
+  appid: string,
+  body: Record<string, unknown>,
+  field: string,
+): Grant {
+  const value = body[field];
+  const expiresIn = body.expires_in;
+  if (
+    typeof value !== 'string' ||
+    value.length === 0 ||
+    value.length > MAX_CREDENTIAL_LENGTH ||
+    !/^[\x21-\x7e]+$/.test(value)
+  ) {
+    throw new ServiceError(
+      'wechat_bad_response',
+      `WeChat ${endpoint} answered for appid ${appid} without a usable ${field}`,
+    );
+  }
+  if (typeof expiresIn !== 'number' || !Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > 86_400) {
+    throw new ServiceError(
+      'wechat_bad_response',
+      `WeChat ${endpoint} answered for appid ${appid} with expires_in that is not a whole number of seconds from 1 to 86400`,
+    );
+  }
+  return { value, expiresInSeconds: expiresIn };
+}
+
+function timeoutError(endpoint: WeChatEndpoint, appid: string): ServiceError {
+  return new ServiceError(
+    'wechat_timeout',
+    `WeChat ${endpoint} did not answer for appid ${appid} within the time this request had left; retry`,
+  );
+}
+
+/** Removes every occurrence of the given secrets (AppSecret, access token) and bounds the length. */
+function scrub(text: string, secrets: string[]): string {
+  let out = text;
+  for (const secret of secrets) if (secret.length > 0) out = out.split(secret).join('[redacted]');
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping control characters is the point
+  return out.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 200);
+}
+
+function isAbort(err: unknown): boolean {
+  return err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
+}
+
+function networkCode(err: unknown): string {
+  const cause = err instanceof Error ? (err.cause as { code?: unknown } | undefined) : undefined;
+  const code = cause?.code ?? (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && /^[A-Z_]{2,40}$/.test(code) ? code : 'network error';
+}

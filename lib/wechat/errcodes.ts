@@ -1,0 +1,79 @@
+import { type ErrorCode, ServiceError } from '../errors.ts';
+
+/** Which WeChat endpoint answered: the same errcode means different things at different endpoints. */
+export type WeChatEndpoint = 'token' | 'stable_token' | 'ticket';
+
+/** Business-API errcodes that mean "this access token is dead": refresh it (WxJava's list). */
+export const TOKEN_INVALID_ERRCODES: ReadonlySet<number> = new Set([40001, 40014, 42001]);
+
+const CREDENTIALS = new Set([40001, 40013, 40125, 40243]);
+const IP_NOT_WHITELISTED = new Set([40164, 61004]);
+const IP_CONFIRMATION = new Set([89501, 89503, 89506, 89507]);
+const REQUEST_BUGS = new Set([40002, 41002, 41004, 43001, 43002, 47001, 40097]);
+
+const PATHS: Record<WeChatEndpoint, string> = {
+  token: '/cgi-bin/token',
+  stable_token: '/cgi-bin/stable_token',
+  ticket: '/cgi-bin/ticket/getticket',
+};
+
+/** Whether an errcode is worth another attempt within this invocation (WeChat busy). */
+export function isTransientErrcode(errcode: number): boolean {
+  return errcode === -1;
+}
+
+/**
+ * WeChat's errcode → the service's typed error, with a message that says what to do.
+ * `errmsg` has already been stripped of anything secret by the caller.
+ */
+export function errorForErrcode(
+  endpoint: WeChatEndpoint,
+  appid: string,
+  errcode: number,
+  errmsg: string,
+): ServiceError {
+  const path = PATHS[endpoint];
+  const said = `WeChat ${path} answered errcode ${errcode} (${errmsg})`;
+  const make = (code: ErrorCode, advice: string) =>
+    new ServiceError(code, `${said} for appid ${appid}: ${advice}`, { errcode });
+
+  if (endpoint !== 'ticket' && CREDENTIALS.has(errcode)) {
+    const advice =
+      errcode === 40013
+        ? 'the appid is not a valid WeChat appid; check the apps list in the credentials secret'
+        : errcode === 40243
+          ? 'the AppSecret is frozen; an administrator must unfreeze it in the WeChat platform (takes about 10 minutes)'
+          : 'the AppSecret is wrong or was reset; put the current AppSecret into the credentials secret';
+    return make('wechat_credentials_rejected', advice);
+  }
+  if (IP_NOT_WHITELISTED.has(errcode)) {
+    const ip = /invalid ip ([0-9a-fA-F.:]+)/.exec(errmsg)?.[1];
+    return make(
+      'wechat_ip_not_whitelisted',
+      ip
+        ? `add this IP to the WeChat IP whitelist: ${ip} (the NAT gateway's Elastic IP)`
+        : "add the NAT gateway's Elastic IP to the WeChat IP whitelist",
+    );
+  }
+  if (IP_CONFIRMATION.has(errcode)) {
+    return make(
+      'wechat_ip_confirmation_required',
+      errcode === 89506 || errcode === 89507
+        ? 'an administrator rejected this egress IP; add it to the WeChat IP whitelist, then wait for the block to end'
+        : 'an administrator must confirm this egress IP (WeChat sent them a message), or add it to the WeChat IP whitelist',
+    );
+  }
+  if (errcode === 45009) {
+    return make(
+      'wechat_quota_exhausted',
+      "the endpoint's daily quota is used up; it resets at midnight China time (UTC+8), or an administrator can reset it " +
+        'now with POST /cgi-bin/clear_quota/v2 (appid + appsecret; 10 resets a month)',
+    );
+  }
+  if (errcode === 45011)
+    return make('wechat_rate_limited', 'per-minute frequency limit reached; retry after a minute');
+  if (errcode === -1) return make('wechat_unavailable', 'WeChat is busy; retry shortly');
+  if (REQUEST_BUGS.has(errcode))
+    return make('wechat_rejected', 'the request was malformed; this is a bug in the service');
+  return make('wechat_rejected', 'not retried; see WeChat global error codes');
+}
