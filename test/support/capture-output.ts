@@ -1,0 +1,26 @@
+/**
+ * Every line a test file (and the handler code it runs) prints is copied to a per-file log that the
+ * global teardown scans for secrets and tokens. The service's JSON lines are not echoed to the terminal.
+ */
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { inject } from 'vitest';
+
+const dir = inject('outputDir');
+const file = join(dir, `${process.pid}-${Math.random().toString(36).slice(2)}.log`);
+
+for (const stream of [process.stdout, process.stderr]) {
+  const original = stream.write.bind(stream) as (...args: unknown[]) => boolean;
+  stream.write = ((chunk: unknown, ...rest: unknown[]) => {
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString('utf8');
+    appendFileSync(file, text);
+    // The service's own JSON log and metric lines are kept for the check but not echoed.
+    if (text.startsWith('{"')) return true;
+    return original(chunk, ...rest);
+  }) as typeof stream.write;
+}
+
+/** Output of child processes (other "instances") goes through here too. */
+export function recordChildOutput(text: string): void {
+  appendFileSync(file, text);
+}

@@ -1,0 +1,120 @@
+/**
+ * The real parts an integration test needs: the WeChat simulator, a local Secrets Manager endpoint
+ * that the real AWS SDK client talks to, and the run's memcached (a fresh key prefix per test so
+ * tests never see each other's records).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { inject } from 'vitest';
+import { type LocalSecretsManager, startLocalSecretsManager } from '../../local/secrets-manager-endpoint.ts';
+import { type SimulatorOptions, type WeChatSimulator, startWeChatSimulator } from '../../local/wechat-simulator.ts';
+import {
+  CLIENT_KEY,
+  CLIENT_KEY_OTHER,
+  TEST_APPID,
+  TEST_APPID_2,
+  TEST_APPID_STABLE,
+  TEST_APPID_UNCONFIGURED,
+  TEST_SECRET,
+  TEST_SECRET_2,
+  TEST_SECRET_STABLE,
+} from './secrets.ts';
+
+export const SECRET_ID = 'wechat-token-service/test';
+
+export const sha256hex = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
+
+/** The many-apps secret form: three apps (one stable, one with tickets) and two clients. */
+export function credentialsSecret(overrides: { secret?: string } = {}): string {
+  return JSON.stringify({
+    apps: [
+      { appid: TEST_APPID, secret: overrides.secret ?? TEST_SECRET, token_api: 'classic', tickets: ['jsapi', 'wx_card'] },
+      { appid: TEST_APPID_2, secret: TEST_SECRET_2 },
+      { appid: TEST_APPID_STABLE, secret: TEST_SECRET_STABLE, token_api: 'stable' },
+    ],
+    clients: [
+      // TEST_APPID_UNCONFIGURED is listed but has no apps entry: it must answer 404, not break the secret.
+      { id: 'billing', key_sha256: sha256hex(CLIENT_KEY), appids: [TEST_APPID, TEST_APPID_UNCONFIGURED] },
+      { id: 'other', key_sha256: sha256hex(CLIENT_KEY_OTHER), appids: [TEST_APPID_2] },
+    ],
+  });
+}
+
+export interface World {
+  sim: WeChatSimulator;
+  secrets: LocalSecretsManager;
+  memcachedAddress: string;
+  /** Environment of a handler or instance wired to all of the above. */
+  env(extra?: Record<string, string>): Record<string, string>;
+  close(): Promise<void>;
+}
+
+export async function startWorld(simOptions: Partial<SimulatorOptions> = {}): Promise<World> {
+  const sim = await startWeChatSimulator({
+    apps: [
+      { appid: TEST_APPID, secret: TEST_SECRET },
+      { appid: TEST_APPID_2, secret: TEST_SECRET_2 },
+      { appid: TEST_APPID_STABLE, secret: TEST_SECRET_STABLE },
+    ],
+    ...simOptions,
+  });
+  const secrets = await startLocalSecretsManager({ secrets: { [SECRET_ID]: credentialsSecret() } });
+  const memcachedAddress = inject('memcachedAddress');
+  // The AWS SDK reads its endpoint, region and credentials from process.env (as in Lambda).
+  const savedEnv = { ...process.env };
+  Object.assign(process.env, secrets.env());
+  const prefix = `t${randomBytes(4).toString('hex')}`;
+  return {
+    sim,
+    secrets,
+    memcachedAddress,
+    env: (extra = {}) => ({
+      ...secrets.env(),
+      WECHAT_SECRET_ID: SECRET_ID,
+      WECHAT_API_BASE_URL: sim.baseUrl,
+      MEMCACHED_SERVERS: memcachedAddress,
+      CACHE_KEY_PREFIX: prefix,
+      ...extra,
+    }),
+    async close() {
+      await sim.close();
+      await secrets.close();
+      for (const key of Object.keys(secrets.env())) {
+        if (savedEnv[key] === undefined) delete process.env[key];
+        else process.env[key] = savedEnv[key];
+      }
+    },
+  };
+}
+
+/** An API Gateway HTTP API (payload 2.0) event. */
+export function httpV2(method: string, path: string, options: { query?: Record<string, string>; headers?: Record<string, string>; body?: string } = {}) {
+  const rawQueryString = new URLSearchParams(options.query ?? {}).toString();
+  return {
+    version: '2.0',
+    routeKey: `${method} ${path}`,
+    rawPath: path,
+    rawQueryString,
+    headers: Object.fromEntries(Object.entries(options.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v])),
+    ...(options.query ? { queryStringParameters: options.query } : {}),
+    ...(options.body !== undefined ? { body: options.body } : {}),
+    isBase64Encoded: false,
+    requestContext: { http: { method, path, sourceIp: '127.0.0.1' }, stage: '$default', requestId: 'r' },
+  };
+}
+
+/** An API Gateway REST API (payload 1.0) event; header names keep the client's case. */
+export function httpV1(method: string, path: string, options: { query?: Record<string, string>; headers?: Record<string, string>; body?: string } = {}) {
+  return {
+    resource: path,
+    path,
+    httpMethod: method,
+    headers: options.headers ?? {},
+    multiValueHeaders: Object.fromEntries(Object.entries(options.headers ?? {}).map(([k, v]) => [k, [v]])),
+    queryStringParameters: options.query ?? null,
+    body: options.body ?? null,
+    isBase64Encoded: false,
+    requestContext: { httpMethod: method, path: `/prod${path}`, stage: 'prod', requestId: 'r' },
+  };
+}
+
+export const bearer = (key: string) => ({ Authorization: `Bearer ${key}` });

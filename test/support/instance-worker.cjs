@@ -1,0 +1,24 @@
+// One "Lambda instance": a separate Node process running the deployable bundle. The parent sends
+// one JSON request a line on stdin; answers go to stdout prefixed with "@@wts " (the handler's own
+// log lines go to stdout too, unprefixed).
+const { handler } = require(process.env.WTS_BUNDLE);
+const readline = require('node:readline');
+
+process.on('unhandledRejection', (err) => {
+  process.stdout.write(`@@wts ${JSON.stringify({ fatal: `unhandled rejection: ${err && err.name}` })}\n`);
+  process.exit(70);
+});
+
+readline.createInterface({ input: process.stdin }).on('line', async (line) => {
+  const { id, event, remainingMs } = JSON.parse(line);
+  const started = Date.now();
+  const context = { getRemainingTimeInMillis: () => remainingMs - (Date.now() - started), awsRequestId: `req-${id}` };
+  let result;
+  try {
+    result = await handler(event, context);
+  } catch (err) {
+    result = { thrown: String(err && err.name) };
+  }
+  process.stdout.write(`@@wts ${JSON.stringify({ id, result, ms: Date.now() - started })}\n`);
+});
+process.stdin.on('end', () => process.exit(0));
