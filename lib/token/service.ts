@@ -33,7 +33,7 @@ import { ServiceError } from '../errors.ts';
 import type { AppCredentials, CredentialsProvider } from '../secrets/credentials.ts';
 import type { KeyValueStore } from '../store.ts';
 import type { FetchReason, Source, Telemetry } from '../telemetry.ts';
-import type { Grant, WeChatClient } from '../wechat/client.ts';
+import type { Grant, WeChatApi } from '../wechat/client.ts';
 import { TOKEN_INVALID_ERRCODES } from '../wechat/errcodes.ts';
 import {
   guaranteedUntilMs,
@@ -67,7 +67,7 @@ export interface TokenServiceSettings extends LifetimeSettings {
 export interface TokenServiceDeps {
   store: KeyValueStore;
   credentials: CredentialsProvider;
-  wechat: WeChatClient;
+  wechat: WeChatApi;
   clock: Clock;
   sleep: Sleep;
   telemetry: Telemetry;

@@ -34,13 +34,23 @@ const MAX_BODY_BYTES = 64 * 1024;
 /** WeChat says to reserve 512 characters; accept generously more, never unbounded. */
 const MAX_CREDENTIAL_LENGTH = 2048;
 
+/** The port the token service uses; {@link WeChatClient} is the adapter, tests may pass a fake. */
+export interface WeChatApi {
+  fetchAccessToken(
+    app: { appid: string; secret: string },
+    api: TokenApi,
+    options: CallOptions & { forceRefresh?: boolean },
+  ): Promise<Grant>;
+  fetchTicket(appid: string, accessToken: string, type: TicketType, options: CallOptions): Promise<Grant>;
+}
+
 /**
  * WeChat's token and ticket endpoints over fetch. Errors arrive as HTTP 200 with an errcode body and
  * are mapped to typed errors; busy (-1), 5xx and network failures are retried with jittered backoff
  * inside the deadline; nothing else is retried. The AppSecret travels in the request only and is
  * scrubbed from anything WeChat echoes back.
  */
-export class WeChatClient {
+export class WeChatClient implements WeChatApi {
   readonly #options: WeChatClientOptions;
   readonly #fetch: FetchLike;
 
