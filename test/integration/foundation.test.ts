@@ -4,9 +4,16 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHandler } from '../../handler/index.ts';
-import { type World, bearer, httpV1, httpV2, startWorld } from '../support/fixtures.ts';
+import { bearer, httpV1, httpV2, startWorld, type World } from '../support/fixtures.ts';
 import { spawnInstance } from '../support/instances.ts';
-import { CLIENT_KEY, CLIENT_KEY_OTHER, TEST_APPID, TEST_APPID_2, TEST_APPID_UNCONFIGURED, TEST_SECRET } from '../support/secrets.ts';
+import {
+  CLIENT_KEY,
+  CLIENT_KEY_OTHER,
+  TEST_APPID,
+  TEST_APPID_2,
+  TEST_APPID_UNCONFIGURED,
+  TEST_SECRET,
+} from '../support/secrets.ts';
 
 type TokenBody = { access_token: string; expires_in: number; expires_at: number };
 type ErrorBody = { error: { code: string; message: string; retryable: boolean; errcode?: number } };
@@ -21,7 +28,9 @@ afterAll(async () => {
 });
 
 async function businessCall(token: string): Promise<Record<string, unknown>> {
-  const response = await fetch(`${world.sim.baseUrl}/cgi-bin/get_api_domain_ip?access_token=${encodeURIComponent(token)}`);
+  const response = await fetch(
+    `${world.sim.baseUrl}/cgi-bin/get_api_domain_ip?access_token=${encodeURIComponent(token)}`,
+  );
   return (await response.json()) as Record<string, unknown>;
 }
 
@@ -37,25 +46,37 @@ describe('direct invoke get_token', () => {
       expect(world.sim.calls.token).toBe(1);
       expect(world.secrets.calls.getSecretValue).toBe(1);
       expect(body.expires_in).toBeGreaterThan(0);
-      expect(Math.abs(body.expires_at - (Math.floor(Date.now() / 1000) + body.expires_in))).toBeLessThanOrEqual(2);
+      expect(
+        Math.abs(body.expires_at - (Math.floor(Date.now() / 1000) + body.expires_in)),
+      ).toBeLessThanOrEqual(2);
       expect(await businessCall(body.access_token)).toHaveProperty('ip_list');
 
       const fresh = await spawnInstance(env);
       try {
         const bodies = await Promise.all([
           ...Array.from({ length: 50 }, () => first.invoke<TokenBody>({ appid: TEST_APPID })),
-          ...Array.from({ length: 50 }, () => fresh.invoke<TokenBody>({ action: 'get_token', appid: TEST_APPID })),
+          ...Array.from({ length: 50 }, () =>
+            fresh.invoke<TokenBody>({ action: 'get_token', appid: TEST_APPID }),
+          ),
         ]);
         expect(new Set(bodies.map((b) => b.access_token))).toEqual(new Set([body.access_token]));
         expect(world.sim.calls.token + world.sim.calls.stableToken).toBe(1);
         // A cache hit needs no secret: the fresh instance never read Secrets Manager.
         expect(world.secrets.calls.getSecretValue).toBe(1);
-        const sources = fresh.logs().filter((l) => l.message === 'invocation').map((l) => l.source);
+        const sources = fresh
+          .logs()
+          .filter((l) => l.message === 'invocation')
+          .map((l) => l.source);
         expect(sources).toHaveLength(50);
         expect(new Set(sources)).toEqual(new Set(['cache']));
         // Once one answer is in, the instance serves from its memory copy.
         await fresh.invoke({ appid: TEST_APPID });
-        expect(fresh.logs().filter((l) => l.message === 'invocation').at(-1)?.source).toBe('memory');
+        expect(
+          fresh
+            .logs()
+            .filter((l) => l.message === 'invocation')
+            .at(-1)?.source,
+        ).toBe('memory');
       } finally {
         await fresh.close();
       }
@@ -66,8 +87,17 @@ describe('direct invoke get_token', () => {
 
   it('answers an unknown appid with 404 unknown_appid and an invalid one with 400, never throwing', async () => {
     const handler = createHandler({ env: world.env() });
-    expect(((await handler({ appid: TEST_APPID_UNCONFIGURED })) as ErrorBody).error.code).toBe('unknown_appid');
-    for (const event of [{ appid: 'wx../../etc' }, { appid: 42 }, 'just a string', null, [], { action: 'drop_tables', appid: TEST_APPID }]) {
+    expect(((await handler({ appid: TEST_APPID_UNCONFIGURED })) as ErrorBody).error.code).toBe(
+      'unknown_appid',
+    );
+    for (const event of [
+      { appid: 'wx../../etc' },
+      { appid: 42 },
+      'just a string',
+      null,
+      [],
+      { action: 'drop_tables', appid: TEST_APPID },
+    ]) {
       const body = (await handler(event)) as ErrorBody;
       expect(body.error.code).toBe('invalid_request');
       expect(Object.keys(body)).toEqual(['error']);
@@ -90,7 +120,12 @@ describe('schedule', () => {
     world.sim.resetCounters();
     const handler = createHandler({ env: world.env({ CACHE_KEY_PREFIX: 'sched1' }) });
     const event = { source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {} };
-    const first = (await handler(event)) as { refreshed: unknown[]; fresh: number; failed: unknown[]; apps: number };
+    const first = (await handler(event)) as {
+      refreshed: unknown[];
+      fresh: number;
+      failed: unknown[];
+      apps: number;
+    };
     expect(first.apps).toBe(3);
     expect(first.failed).toEqual([]);
     // 3 access tokens + jsapi and wx_card tickets of the first app.
@@ -118,7 +153,9 @@ describe.each([
   };
 
   it('serves GET /token with a scoped key', async () => {
-    const { status, body } = await call(makeEvent('GET', '/token', { query: { appid: TEST_APPID }, headers: bearer(CLIENT_KEY) }));
+    const { status, body } = await call(
+      makeEvent('GET', '/token', { query: { appid: TEST_APPID }, headers: bearer(CLIENT_KEY) }),
+    );
     expect(status).toBe(200);
     expect(Object.keys(body).sort()).toEqual(['access_token', 'expires_at', 'expires_in']);
     expect(await businessCall(body.access_token)).toHaveProperty('ip_list');
@@ -137,12 +174,19 @@ describe.each([
   });
 
   it('matches the Authorization header name in any case', async () => {
-    const result = await call(makeEvent('GET', '/token', { query: { appid: TEST_APPID }, headers: { AUTHORIZATION: `Bearer ${CLIENT_KEY}` } }));
+    const result = await call(
+      makeEvent('GET', '/token', {
+        query: { appid: TEST_APPID },
+        headers: { AUTHORIZATION: `Bearer ${CLIENT_KEY}` },
+      }),
+    );
     expect(result.status).toBe(200);
   });
 
   it('answers 404 for an appid the key lists but the secret does not configure', async () => {
-    const result = await call(makeEvent('GET', '/token', { query: { appid: TEST_APPID_UNCONFIGURED }, headers: bearer(CLIENT_KEY) }));
+    const result = await call(
+      makeEvent('GET', '/token', { query: { appid: TEST_APPID_UNCONFIGURED }, headers: bearer(CLIENT_KEY) }),
+    );
     expect(result.status).toBe(404);
     expect(result.body.error.code).toBe('unknown_appid');
   });
@@ -166,7 +210,12 @@ describe.each([
     ['a body that is not JSON', '{"appid":'],
     ['no body', undefined],
   ])('answers 400 for POST /token/refresh with %s', async (_case, body) => {
-    const result = await call(makeEvent('POST', '/token/refresh', { headers: bearer(CLIENT_KEY), ...(body === undefined ? {} : { body }) }));
+    const result = await call(
+      makeEvent('POST', '/token/refresh', {
+        headers: bearer(CLIENT_KEY),
+        ...(body === undefined ? {} : { body }),
+      }),
+    );
     expect(result.status).toBe(400);
     expect(result.body.error.code).toBe('invalid_request');
   });
@@ -213,7 +262,9 @@ describe('WeChat refusals', () => {
       // A credential error re-reads the secret once (rotation); the secret did not change, so no second call.
       expect(world.sim.calls.token).toBe(1);
 
-      const viaHttp = (await handler(httpV2('GET', '/token', { query: { appid: TEST_APPID_2 }, headers: bearer(CLIENT_KEY_OTHER) }))) as Proxy;
+      const viaHttp = (await handler(
+        httpV2('GET', '/token', { query: { appid: TEST_APPID_2 }, headers: bearer(CLIENT_KEY_OTHER) }),
+      )) as Proxy;
       expect(viaHttp.statusCode).toBe(status);
       expect((JSON.parse(viaHttp.body) as ErrorBody).error.code).toBe(code);
       // The failure is remembered: the second request did not call WeChat again.

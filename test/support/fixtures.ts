@@ -6,7 +6,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
 import { type LocalSecretsManager, startLocalSecretsManager } from '../../local/secrets-manager-endpoint.ts';
-import { type SimulatorOptions, type WeChatSimulator, startWeChatSimulator } from '../../local/wechat-simulator.ts';
+import {
+  type SimulatorOptions,
+  startWeChatSimulator,
+  type WeChatSimulator,
+} from '../../local/wechat-simulator.ts';
 import {
   CLIENT_KEY,
   CLIENT_KEY_OTHER,
@@ -27,7 +31,12 @@ export const sha256hex = (text: string) => createHash('sha256').update(text, 'ut
 export function credentialsSecret(overrides: { secret?: string } = {}): string {
   return JSON.stringify({
     apps: [
-      { appid: TEST_APPID, secret: overrides.secret ?? TEST_SECRET, token_api: 'classic', tickets: ['jsapi', 'wx_card'] },
+      {
+        appid: TEST_APPID,
+        secret: overrides.secret ?? TEST_SECRET,
+        token_api: 'classic',
+        tickets: ['jsapi', 'wx_card'],
+      },
       { appid: TEST_APPID_2, secret: TEST_SECRET_2 },
       { appid: TEST_APPID_STABLE, secret: TEST_SECRET_STABLE, token_api: 'stable' },
     ],
@@ -87,7 +96,11 @@ export async function startWorld(simOptions: Partial<SimulatorOptions> = {}): Pr
 }
 
 /** An API Gateway HTTP API (payload 2.0) event. */
-export function httpV2(method: string, path: string, options: { query?: Record<string, string>; headers?: Record<string, string>; body?: string } = {}) {
+export function httpV2(
+  method: string,
+  path: string,
+  options: { query?: Record<string, string>; headers?: Record<string, string>; body?: string } = {},
+) {
   const rawQueryString = new URLSearchParams(options.query ?? {}).toString();
   return {
     version: '2.0',
@@ -103,7 +116,11 @@ export function httpV2(method: string, path: string, options: { query?: Record<s
 }
 
 /** An API Gateway REST API (payload 1.0) event; header names keep the client's case. */
-export function httpV1(method: string, path: string, options: { query?: Record<string, string>; headers?: Record<string, string>; body?: string } = {}) {
+export function httpV1(
+  method: string,
+  path: string,
+  options: { query?: Record<string, string>; headers?: Record<string, string>; body?: string } = {},
+) {
   return {
     resource: path,
     path,

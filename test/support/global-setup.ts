@@ -4,7 +4,7 @@
  * and tokens (see capture-output.ts).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
@@ -44,5 +44,7 @@ export async function teardown(): Promise<void> {
   if (leaks.length > 0) {
     throw new Error(`secrets or tokens were printed during the test run:\n${leaks.slice(0, 20).join('\n')}`);
   }
-  process.stdout.write(`log check: ${lines} output lines from ${files.length} test files scanned, no secret or token found\n`);
+  process.stdout.write(
+    `log check: ${lines} output lines from ${files.length} test files scanned, no secret or token found\n`,
+  );
 }

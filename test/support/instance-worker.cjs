@@ -12,7 +12,10 @@ process.on('unhandledRejection', (err) => {
 readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   const { id, event, remainingMs } = JSON.parse(line);
   const started = Date.now();
-  const context = { getRemainingTimeInMillis: () => remainingMs - (Date.now() - started), awsRequestId: `req-${id}` };
+  const context = {
+    getRemainingTimeInMillis: () => remainingMs - (Date.now() - started),
+    awsRequestId: `req-${id}`,
+  };
   let result;
   try {
     result = await handler(event, context);

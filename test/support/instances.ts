@@ -55,7 +55,24 @@ export async function spawnInstance(env: Record<string, string>): Promise<Instan
       }
     }
   });
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => recordChildOutput(chunk));
+  let errBuffer = '';
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    recordChildOutput(chunk);
+    errBuffer += chunk;
+    let nl = errBuffer.indexOf('\n');
+    while (nl !== -1) {
+      const line = errBuffer.slice(0, nl);
+      errBuffer = errBuffer.slice(nl + 1);
+      nl = errBuffer.indexOf('\n');
+      if (line.startsWith('{')) {
+        try {
+          logs.push(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          // not a log line
+        }
+      }
+    }
+  });
   const exitPromise = new Promise<void>((done) =>
     child.on('exit', (code, signal) => {
       exited = new Error(`instance ${child.pid} exited (${code ?? signal})`);

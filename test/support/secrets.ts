@@ -13,7 +13,14 @@ export const TEST_SECRET_ROTATED = 'test-appsecret-rotated-55cc6';
 export const CLIENT_KEY = 'client-key-billing-9a8b7c6d5e4f';
 export const CLIENT_KEY_OTHER = 'client-key-other-1a2b3c4d5e6f';
 
-const SECRETS = [TEST_SECRET, TEST_SECRET_2, TEST_SECRET_STABLE, TEST_SECRET_ROTATED, CLIENT_KEY, CLIENT_KEY_OTHER];
+const SECRETS = [
+  TEST_SECRET,
+  TEST_SECRET_2,
+  TEST_SECRET_STABLE,
+  TEST_SECRET_ROTATED,
+  CLIENT_KEY,
+  CLIENT_KEY_OTHER,
+];
 /** Simulator access tokens (86_C…, 86_S…) and tickets (T…), matched whole or as a long prefix. */
 const TOKEN_PATTERN = /86_[CS][A-Za-z0-9_-]{40,}|(?<![A-Za-z0-9_-])T[A-Za-z0-9_-]{80,}/;
 

@@ -1,0 +1,427 @@
+/**
+ * The deployment package, built offline by `npm run package` (osls + serverless-esbuild): what the
+ * CloudFormation template grants, wires and alarms on, and what the zip holds. No AWS credentials
+ * and no network: every value below comes from serverless.yml and its params.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { inflateRawSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const ZIP_NAME = 'wechat-token-service.zip';
+const KMS_KEY_ARN = 'arn:aws:kms:ap-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+const SECRET_ARN = 'arn:aws:secretsmanager:ap-east-1:210987654321:secret:wechat/credentials-AbCdEf';
+const TOPIC_ARN = 'arn:aws:sns:ap-east-1:123456789012:oncall';
+const DEFAULT_SECRET_RESOURCE = {
+  'Fn::Sub':
+    'arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:wechat-token-service/credentials-??????',
+};
+
+type Json = Record<string, unknown>;
+interface Resource {
+  Type: string;
+  Properties: Json;
+  DependsOn?: string | string[];
+  Condition?: string;
+}
+interface Template {
+  Resources: Record<string, Resource>;
+  Conditions?: Json;
+}
+interface Statement {
+  Effect: string;
+  Action: string | string[];
+  Resource: unknown;
+  Condition?: Json;
+}
+interface Package {
+  /** The template with its conditions evaluated, as CloudFormation would for these params. */
+  template: Template;
+  zipBytes: number;
+  entries: Map<string, Buffer>;
+}
+
+/** `osls package --stage <args…>` with the Node running the tests (the runtime's major). */
+function osls(args: string[]) {
+  return spawnSync(process.execPath, ['node_modules/osls/bin/serverless.js', 'package', '--stage', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, CI: 'true' },
+    encoding: 'utf8',
+    timeout: 100_000,
+  });
+}
+
+function readPackage(dir: string): Package {
+  const raw = JSON.parse(readFileSync(join(dir, 'cloudformation-template-update-stack.json'), 'utf8'));
+  const zip = readFileSync(join(dir, ZIP_NAME));
+  return {
+    template: resolveIntrinsics(raw, raw.Conditions ?? {}) as Template,
+    zipBytes: statSync(join(dir, ZIP_NAME)).size,
+    entries: readZip(zip),
+  };
+}
+
+const NO_VALUE = Symbol('AWS::NoValue');
+
+/**
+ * Evaluates the CloudFormation intrinsics this template applies to literal values (`Fn::If`,
+ * `Condition`, `Fn::Equals`, `Fn::Not`, `Fn::Select`, `Fn::Split`, `Ref: AWS::NoValue`); leaves the
+ * rest (`Fn::Sub`, `Ref` to resources) as written.
+ */
+function resolveIntrinsics(value: unknown, conditions: Json): unknown {
+  const resolve = (v: unknown) => resolveIntrinsics(v, conditions);
+  if (Array.isArray(value)) return value.map(resolve).filter((v) => v !== NO_VALUE);
+  if (typeof value !== 'object' || value === null) return value;
+  const entries = Object.entries(value);
+  const [key, arg] = entries.length === 1 ? entries[0]! : [];
+  switch (key) {
+    case 'Ref':
+      if (arg === 'AWS::NoValue') return NO_VALUE;
+      break;
+    case 'Condition':
+      return resolve(conditions[arg as string]);
+    case 'Fn::If': {
+      const [name, whenTrue, whenFalse] = arg as [string, unknown, unknown];
+      return resolve(resolve(conditions[name]) === true ? whenTrue : whenFalse);
+    }
+    case 'Fn::Equals': {
+      const [a, b] = resolve(arg) as [unknown, unknown];
+      return a === b;
+    }
+    case 'Fn::Not':
+      return !(resolve(arg) as [boolean])[0];
+    case 'Fn::Select': {
+      const [index, list] = resolve(arg) as [number, unknown[]];
+      return list[index];
+    }
+    case 'Fn::Split': {
+      const [separator, text] = resolve(arg) as [string, unknown];
+      if (typeof text === 'string') return text.split(separator);
+      break;
+    }
+  }
+  return Object.fromEntries(
+    entries.map(([k, v]) => [k, resolve(v)] as const).filter(([, v]) => v !== NO_VALUE),
+  );
+}
+
+/** Reads a zip's entries through its central directory (no `unzip` binary needed). */
+function readZip(zip: Buffer): Map<string, Buffer> {
+  const eocd = zip.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+  if (eocd < 0) throw new Error('not a zip: no end of central directory');
+  const count = zip.readUInt16LE(eocd + 10);
+  let at = zip.readUInt32LE(eocd + 16);
+  const files = new Map<string, Buffer>();
+  for (let i = 0; i < count; i++) {
+    if (zip.readUInt32LE(at) !== 0x02014b50) throw new Error(`bad central directory entry ${i}`);
+    const method = zip.readUInt16LE(at + 10);
+    const compressedSize = zip.readUInt32LE(at + 20);
+    const nameLength = zip.readUInt16LE(at + 28);
+    const extraLength = zip.readUInt16LE(at + 30);
+    const commentLength = zip.readUInt16LE(at + 32);
+    const localHeader = zip.readUInt32LE(at + 42);
+    const name = zip.toString('utf8', at + 46, at + 46 + nameLength);
+    const dataStart =
+      localHeader + 30 + zip.readUInt16LE(localHeader + 26) + zip.readUInt16LE(localHeader + 28);
+    const data = zip.subarray(dataStart, dataStart + compressedSize);
+    files.set(name, method === 8 ? inflateRawSync(data) : Buffer.from(data));
+    at += 46 + nameLength + extraLength + commentLength;
+  }
+  return files;
+}
+
+function ofType(template: Template, type: string): [string, Resource][] {
+  return Object.entries(template.Resources).filter(([, r]) => r.Type === type);
+}
+
+function only(template: Template, type: string): Resource {
+  const found = ofType(template, type);
+  expect(found.map(([id]) => id)).toHaveLength(1);
+  return found[0]![1];
+}
+
+/** Every statement of every policy the function's role gets: inline, and policies attached to it. */
+function roleStatements(template: Template): Statement[] {
+  const role = template.Resources.IamRoleLambdaExecution!;
+  const inline = (role.Properties.Policies as { PolicyDocument: { Statement: Statement[] } }[]).flatMap(
+    (p) => p.PolicyDocument.Statement,
+  );
+  const attached = [...ofType(template, 'AWS::IAM::RolePolicy'), ...ofType(template, 'AWS::IAM::Policy')]
+    .map(([, r]) => r.Properties as { PolicyDocument: { Statement: Statement[] } })
+    .flatMap((p) => p.PolicyDocument.Statement);
+  return [...inline, ...attached];
+}
+
+const actions = (s: Statement) => (Array.isArray(s.Action) ? s.Action : [s.Action]);
+const resources = (s: Statement) => (Array.isArray(s.Resource) ? s.Resource : [s.Resource]);
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+let dev: Package;
+let withKey: Package;
+let prodWithoutParams: ReturnType<typeof osls>;
+const altDir = mkdtempSync(join(tmpdir(), 'wts-package-'));
+
+beforeAll(() => {
+  // Sequential: the runs share serverless-esbuild's work folder, and a `--package <dir>` run clears
+  // .serverless/, so `npm run package` goes last and leaves its output in place.
+  prodWithoutParams = osls(['prod', '--package', join(altDir, 'prod')]);
+  const alt = osls([
+    'dev',
+    '--package',
+    join(altDir, 'kms'),
+    `--param=secretKmsKeyArn=${KMS_KEY_ARN}`,
+    `--param=secretId=${SECRET_ARN}`,
+    `--param=alarmTopicArn=${TOPIC_ARN}`,
+  ]);
+  if (alt.status !== 0) throw new Error(`osls package failed:\n${alt.stdout}\n${alt.stderr}`);
+  withKey = readPackage(join(altDir, 'kms'));
+  const main = spawnSync('npm', ['run', 'package'], {
+    cwd: ROOT,
+    env: { ...process.env, CI: 'true' },
+    encoding: 'utf8',
+    timeout: 100_000,
+  });
+  if (main.status !== 0) throw new Error(`npm run package failed:\n${main.stdout}\n${main.stderr}`);
+  dev = readPackage(join(ROOT, '.serverless'));
+}, 120_000);
+
+afterAll(() => rmSync(altDir, { recursive: true, force: true }));
+
+describe('npm run package (stage dev, default params)', () => {
+  it('deploys handler/index.handler on nodejs22.x, arm64, 256 MB, 10 s', () => {
+    const fn = only(dev.template, 'AWS::Lambda::Function').Properties;
+    expect(fn).toMatchObject({
+      Handler: 'handler/index.handler',
+      Runtime: 'nodejs22.x',
+      Architectures: ['arm64'],
+      MemorySize: 256,
+      Timeout: 10,
+    });
+  });
+
+  it('zips only the esbuild bundle, byte for byte the one `npm run build` writes, under 200 KB', () => {
+    expect([...dev.entries.keys()]).toEqual(['handler/index.js']);
+    expect(dev.zipBytes).toBeLessThan(200 * 1024);
+    const bundle = dev.entries.get('handler/index.js')!;
+    // The global setup has just built dist/ from the same sources with scripts/esbuild-options.mjs.
+    expect(sha256(bundle)).toBe(sha256(readFileSync(join(ROOT, 'dist/index.js'))));
+    // The SDK is the runtime's: referenced, not bundled and not packaged.
+    expect(bundle.toString('utf8')).toContain('"@aws-sdk/client-secrets-manager"');
+    expect([...dev.entries.keys()].some((name) => name.includes('node_modules'))).toBe(false);
+  });
+
+  it('sets the secret id, the cache servers and the log and metric names; tunables keep their code defaults', () => {
+    const fn = only(dev.template, 'AWS::Lambda::Function').Properties;
+    expect((fn.Environment as { Variables: Json }).Variables).toEqual({
+      WECHAT_SECRET_ID: 'wechat-token-service/credentials',
+      MEMCACHED_SERVERS: 'memcached.example.internal:11211',
+      LOG_LEVEL: 'INFO',
+      POWERTOOLS_SERVICE_NAME: 'wechat-token-service',
+      POWERTOOLS_METRICS_NAMESPACE: 'WeChatTokenService',
+    });
+  });
+
+  it('runs in the VPC given by the subnet and security group params', () => {
+    const fn = only(dev.template, 'AWS::Lambda::Function').Properties;
+    expect(fn.VpcConfig).toEqual({
+      SubnetIds: ['subnet-00000000000000000'],
+      SecurityGroupIds: ['sg-00000000000000000'],
+    });
+  });
+
+  it('grants secretsmanager:GetSecretValue on the one secret, by name with the 6-character ARN suffix', () => {
+    const statements = roleStatements(dev.template);
+    const secrets = statements.filter((s) => actions(s).some((a) => a.startsWith('secretsmanager:')));
+    expect(secrets).toEqual([
+      { Effect: 'Allow', Action: 'secretsmanager:GetSecretValue', Resource: DEFAULT_SECRET_RESOURCE },
+    ]);
+    expect(statements.some((s) => actions(s).some((a) => a.startsWith('kms:')))).toBe(false);
+    // The policy is its own resource: the function waits for it, so no invocation runs without it.
+    expect(only(dev.template, 'AWS::IAM::RolePolicy').Properties.RoleName).toEqual({
+      Ref: 'IamRoleLambdaExecution',
+    });
+    expect(dev.template.Resources.TokenLambdaFunction!.DependsOn).toContain('SecretAccessPolicy');
+  });
+
+  it("grants nothing on '*' but the framework's scoped log statements and the AWS VPC execution policy", () => {
+    const statements = roleStatements(dev.template);
+    for (const s of statements) {
+      expect(s.Effect).toBe('Allow');
+      expect(actions(s).filter((a) => a === '*' || a.endsWith(':*'))).toEqual([]);
+      expect(resources(s)).not.toContain('*');
+    }
+    const logGroups = 'arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:';
+    const role = dev.template.Resources.IamRoleLambdaExecution!.Properties;
+    expect((role.Policies as { PolicyDocument: { Statement: Statement[] } }[])[0]!.PolicyDocument).toEqual({
+      Version: '2012-10-17',
+      Statement: [
+        {
+          Effect: 'Allow',
+          Action: ['logs:CreateLogStream', 'logs:CreateLogGroup', 'logs:TagResource'],
+          Resource: [{ 'Fn::Sub': `${logGroups}/aws/lambda/wechat-token-service-dev*:*` }],
+        },
+        {
+          Effect: 'Allow',
+          Action: ['logs:PutLogEvents'],
+          Resource: [{ 'Fn::Sub': `${logGroups}/aws/lambda/wechat-token-service-dev*:*:*` }],
+        },
+      ],
+    });
+    // Added by the framework because `vpc` is set: ENI management (its ec2 actions are on '*').
+    expect(role.ManagedPolicyArns).toEqual([
+      {
+        'Fn::Join': [
+          '',
+          [
+            'arn:',
+            { Ref: 'AWS::Partition' },
+            ':iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole',
+          ],
+        ],
+      },
+    ]);
+    expect(
+      Object.values(dev.template.Resources)
+        .map((r) => r.Type)
+        .filter((t) => t.startsWith('AWS::IAM::'))
+        .sort(),
+    ).toEqual(['AWS::IAM::Role', 'AWS::IAM::RolePolicy']);
+  });
+
+  it('serves GET /token, POST /token/refresh, GET /ticket, POST /jssdk/config and GET /healthz over an HTTP API (payload 2.0, no authorizer)', () => {
+    const routes = ofType(dev.template, 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties);
+    expect(routes.map((r) => r.RouteKey).sort()).toEqual(
+      ['GET /healthz', 'GET /ticket', 'GET /token', 'POST /jssdk/config', 'POST /token/refresh'].sort(),
+    );
+    for (const route of routes) {
+      expect(route.AuthorizerId).toBeUndefined();
+      expect(route.AuthorizationType ?? 'NONE').toBe('NONE');
+    }
+    expect(only(dev.template, 'AWS::ApiGatewayV2::Api').Properties.ProtocolType).toBe('HTTP');
+    expect(only(dev.template, 'AWS::ApiGatewayV2::Integration').Properties).toMatchObject({
+      IntegrationType: 'AWS_PROXY',
+      PayloadFormatVersion: '2.0',
+      IntegrationUri: { 'Fn::GetAtt': ['TokenLambdaFunction', 'Arn'] },
+    });
+  });
+
+  it('refreshes proactively every 5 minutes with EventBridge’s own scheduled event, never retried', () => {
+    const rule = only(dev.template, 'AWS::Events::Rule').Properties;
+    expect(rule).toMatchObject({ ScheduleExpression: 'rate(5 minutes)', State: 'ENABLED' });
+    const targets = rule.Targets as Json[];
+    expect(targets).toHaveLength(1);
+    expect(targets[0]!.Arn).toEqual({ 'Fn::GetAtt': ['TokenLambdaFunction', 'Arn'] });
+    // No Input: the handler recognises `"detail-type": "Scheduled Event"`.
+    expect(targets[0]!.Input).toBeUndefined();
+    expect(only(dev.template, 'AWS::Lambda::EventInvokeConfig').Properties.MaximumRetryAttempts).toBe(0);
+  });
+
+  it('keeps the function’s logs for 30 days', () => {
+    expect(only(dev.template, 'AWS::Logs::LogGroup').Properties).toEqual({
+      LogGroupName: '/aws/lambda/wechat-token-service-dev-token',
+      RetentionInDays: 30,
+    });
+  });
+
+  it('alarms on crashes, 5xx answers, WeChat errors of any errcode and stale access tokens; no actions without a topic', () => {
+    const alarms = Object.fromEntries(
+      ofType(dev.template, 'AWS::CloudWatch::Alarm').map(([id, r]) => [id, r.Properties]),
+    );
+    expect(Object.keys(alarms).sort()).toEqual(
+      ['FunctionErrorsAlarm', 'ServerErrorsAlarm', 'StaleTokenServedAlarm', 'UpstreamErrorsAlarm'].sort(),
+    );
+    const anyOccurrence = {
+      EvaluationPeriods: 1,
+      Threshold: 0,
+      ComparisonOperator: 'GreaterThanThreshold',
+      TreatMissingData: 'notBreaching',
+    };
+    expect(alarms.FunctionErrorsAlarm).toMatchObject({
+      ...anyOccurrence,
+      Namespace: 'AWS/Lambda',
+      MetricName: 'Errors',
+      Dimensions: [{ Name: 'FunctionName', Value: { Ref: 'TokenLambdaFunction' } }],
+      Statistic: 'Sum',
+    });
+    expect(alarms.ServerErrorsAlarm).toMatchObject({
+      ...anyOccurrence,
+      Namespace: 'WeChatTokenService',
+      MetricName: 'ServerErrors',
+      Dimensions: [{ Name: 'service', Value: 'wechat-token-service' }],
+    });
+    expect(alarms.StaleTokenServedAlarm).toMatchObject({
+      ...anyOccurrence,
+      Namespace: 'WeChatTokenService',
+      MetricName: 'StaleServed',
+      Dimensions: [
+        { Name: 'service', Value: 'wechat-token-service' },
+        { Name: 'kind', Value: 'access_token' },
+      ],
+    });
+    expect(alarms.UpstreamErrorsAlarm).toMatchObject({
+      ...anyOccurrence,
+      Metrics: [
+        {
+          Id: 'upstreamErrors',
+          ReturnData: true,
+          Period: 300,
+          Expression:
+            'SELECT SUM(UpstreamErrors) FROM SCHEMA("WeChatTokenService", errcode, service, upstream) ' +
+            "WHERE service = 'wechat-token-service'",
+        },
+      ],
+    });
+    for (const alarm of Object.values(alarms)) {
+      expect(alarm.AlarmActions).toBeUndefined();
+      expect(alarm.OKActions).toBeUndefined();
+    }
+  });
+});
+
+describe('osls package with secretKmsKeyArn, a secret ARN and alarmTopicArn', () => {
+  it('adds exactly one kms:Decrypt statement, on that key, through Secrets Manager only', () => {
+    const added = roleStatements(withKey.template).filter(
+      (s) => !roleStatements(dev.template).some((d) => JSON.stringify(d) === JSON.stringify(s)),
+    );
+    expect(added).toEqual([
+      { Effect: 'Allow', Action: 'secretsmanager:GetSecretValue', Resource: SECRET_ARN },
+      {
+        Effect: 'Allow',
+        Action: 'kms:Decrypt',
+        Resource: KMS_KEY_ARN,
+        Condition: {
+          StringEquals: { 'kms:ViaService': { 'Fn::Sub': 'secretsmanager.${AWS::Region}.amazonaws.com' } },
+        },
+      },
+    ]);
+    // The secret statement replaced the name-based one; nothing else changed.
+    expect(roleStatements(withKey.template)).toHaveLength(roleStatements(dev.template).length + 1);
+  });
+
+  it('reads the secret by the ARN given', () => {
+    const fn = only(withKey.template, 'AWS::Lambda::Function').Properties;
+    expect((fn.Environment as { Variables: Json }).Variables.WECHAT_SECRET_ID).toBe(SECRET_ARN);
+  });
+
+  it('notifies the topic on alarm and on recovery', () => {
+    for (const [, alarm] of ofType(withKey.template, 'AWS::CloudWatch::Alarm')) {
+      expect(alarm.Properties.AlarmActions).toEqual([TOPIC_ARN]);
+      expect(alarm.Properties.OKActions).toEqual([TOPIC_ARN]);
+    }
+  });
+});
+
+describe('osls package for another stage', () => {
+  it('refuses to package without the cache servers, subnets and security groups (no placeholders)', () => {
+    expect(prodWithoutParams.status).not.toBe(0);
+    const output = `${prodWithoutParams.stdout}${prodWithoutParams.stderr}`;
+    expect(output).toContain('provider.environment.MEMCACHED_SERVERS');
+    expect(output).toContain('provider.vpc.subnetIds');
+    expect(output).toContain('provider.vpc.securityGroupIds');
+  });
+});

@@ -1,0 +1,289 @@
+/**
+ * One WeChat fetch per token lifetime across instances: separate OS processes (as Lambda instances
+ * are) running dist/index.js against one real memcached and the WeChat simulator.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startWorld, type World } from '../support/fixtures.ts';
+import { type Instance, spawnInstance } from '../support/instances.ts';
+import { TEST_APPID, TEST_APPID_STABLE } from '../support/secrets.ts';
+
+type TokenBody = { access_token: string; expires_in: number; expires_at: number };
+type ErrorBody = { error: { code: string } };
+
+let world: World;
+let instances: Instance[] = [];
+beforeAll(async () => {
+  world = await startWorld();
+});
+afterEach(async () => {
+  await Promise.all(instances.map((i) => i.close()));
+  instances = [];
+});
+afterAll(async () => {
+  await world.close();
+});
+
+async function spawnMany(n: number, env: Record<string, string>): Promise<Instance[]> {
+  const spawned = await Promise.all(Array.from({ length: n }, () => spawnInstance(env)));
+  instances.push(...spawned);
+  return spawned;
+}
+
+const unique = (prefix: string) => `${prefix}${Math.random().toString(36).slice(2, 8)}`;
+
+describe('cold start across instances', () => {
+  it('4 processes × 25 concurrent cold get_token on an empty cache make exactly 1 WeChat fetch', async () => {
+    world.sim.resetCounters();
+    const procs = await spawnMany(4, world.env({ CACHE_KEY_PREFIX: unique('cold') }));
+    const bodies = await Promise.all(
+      procs.flatMap((p) => Array.from({ length: 25 }, () => p.invoke<TokenBody>({ appid: TEST_APPID }))),
+    );
+    expect(bodies).toHaveLength(100);
+    expect(world.sim.calls.token + world.sim.calls.stableToken).toBe(1);
+    const tokens = new Set(bodies.map((b) => b.access_token));
+    expect(tokens.size).toBe(1);
+    for (const token of tokens) expect(world.sim.tokenStatus(token)).toBe('valid');
+  });
+});
+
+describe('passive refresh', () => {
+  it('200 concurrent reports of the current token make at most 1 fetch, and every reporter gets the new token', async () => {
+    const env = world.env({ CACHE_KEY_PREFIX: unique('storm'), PASSIVE_REFRESH_MIN_AGE_SECONDS: '0' });
+    const procs = await spawnMany(4, env);
+    const current = await procs[0]!.invoke<TokenBody>({ appid: TEST_APPID });
+    world.sim.resetCounters();
+    const reports = await Promise.all(
+      procs.flatMap((p) =>
+        Array.from({ length: 50 }, () =>
+          p.invoke<TokenBody>({
+            action: 'refresh_token',
+            appid: TEST_APPID,
+            invalid_token: current.access_token,
+          }),
+        ),
+      ),
+    );
+    expect(world.sim.calls.token).toBeLessThanOrEqual(1);
+    expect(world.sim.calls.token).toBe(1);
+    const returned = new Set(reports.map((r) => r.access_token));
+    expect(returned.has(current.access_token)).toBe(false);
+    expect(returned.size).toBe(1);
+    for (const token of returned) expect(world.sim.tokenStatus(token)).toBe('valid');
+
+    // Late reports of the replaced token, or of a token never issued, change nothing.
+    world.sim.resetCounters();
+    const [fresh] = [...returned];
+    const late = await Promise.all([
+      ...procs.map((p) =>
+        p.invoke<TokenBody>({
+          action: 'refresh_token',
+          appid: TEST_APPID,
+          invalid_token: current.access_token,
+        }),
+      ),
+      ...procs.map((p) =>
+        p.invoke<TokenBody>({ action: 'refresh_token', appid: TEST_APPID, invalid_token: 'made-up-token' }),
+      ),
+    ]);
+    expect(world.sim.calls.token).toBe(0);
+    for (const body of late) expect(body.access_token).toBe(fresh);
+  });
+
+  it('a token killed by a fetcher outside the service, reported by 60 callers, is replaced with exactly 1 fetch', async () => {
+    const env = world.env({ CACHE_KEY_PREFIX: unique('killed'), PASSIVE_REFRESH_MIN_AGE_SECONDS: '0' });
+    const procs = await spawnMany(3, env);
+    const ours = await procs[0]!.invoke<TokenBody>({ appid: TEST_APPID });
+    // Two outside fetches: the token before last dies at once.
+    world.sim.rotateExternally(TEST_APPID);
+    world.sim.rotateExternally(TEST_APPID);
+    const check = await fetch(
+      `${world.sim.baseUrl}/cgi-bin/get_api_domain_ip?access_token=${ours.access_token}`,
+    );
+    expect(((await check.json()) as { errcode?: number }).errcode).toBe(40001);
+    world.sim.resetCounters();
+    const reports = await Promise.all(
+      procs.flatMap((p) =>
+        Array.from({ length: 20 }, () =>
+          p.invoke<TokenBody>({
+            action: 'refresh_token',
+            appid: TEST_APPID,
+            invalid_token: ours.access_token,
+          }),
+        ),
+      ),
+    );
+    expect(world.sim.calls.token).toBe(1);
+    for (const body of reports) expect(world.sim.tokenStatus(body.access_token)).toBe('valid');
+  });
+
+  it('refuses with 429 refresh_rejected once the daily budget is used up', async () => {
+    const env = world.env({
+      CACHE_KEY_PREFIX: unique('budget'),
+      PASSIVE_REFRESH_MIN_AGE_SECONDS: '0',
+      PASSIVE_REFRESH_DAILY_BUDGET: '1',
+    });
+    const [p] = await spawnMany(1, env);
+    const first = await p!.invoke<TokenBody>({ appid: TEST_APPID });
+    const second = await p!.invoke<TokenBody>({
+      action: 'refresh_token',
+      appid: TEST_APPID,
+      invalid_token: first.access_token,
+    });
+    expect(second.access_token).not.toBe(first.access_token);
+    world.sim.resetCounters();
+    const refused = await p!.invoke<ErrorBody>({
+      action: 'refresh_token',
+      appid: TEST_APPID,
+      invalid_token: second.access_token,
+    });
+    expect(refused.error.code).toBe('refresh_rejected');
+    expect(world.sim.calls.token).toBe(0);
+  });
+});
+
+describe('stable mode', () => {
+  it('makes only stable calls, and force refreshes only from a passive refresh, 30 s apart', async () => {
+    world.sim.resetCounters();
+    const env = world.env({ CACHE_KEY_PREFIX: unique('stable'), PASSIVE_REFRESH_MIN_AGE_SECONDS: '0' });
+    const procs = await spawnMany(2, env);
+    const bodies = await Promise.all(
+      procs.flatMap((p) =>
+        Array.from({ length: 10 }, () => p.invoke<TokenBody>({ appid: TEST_APPID_STABLE })),
+      ),
+    );
+    expect(new Set(bodies.map((b) => b.access_token)).size).toBe(1);
+    expect(world.sim.calls.token).toBe(0);
+    expect(world.sim.calls.stableToken).toBe(1);
+    expect(world.sim.calls.stableTokenForce).toBe(0);
+    const current = bodies[0]!.access_token;
+    const refreshed = await procs[0]!.invoke<TokenBody>({
+      action: 'refresh_token',
+      appid: TEST_APPID_STABLE,
+      invalid_token: current,
+    });
+    expect(refreshed.access_token).not.toBe(current);
+    expect(world.sim.calls.stableTokenForce).toBe(1);
+    const again = await procs[1]!.invoke<ErrorBody>({
+      action: 'refresh_token',
+      appid: TEST_APPID_STABLE,
+      invalid_token: refreshed.access_token,
+    });
+    expect(again.error.code).toBe('refresh_rejected');
+    expect(world.sim.calls.stableTokenForce).toBe(1);
+    expect(world.sim.calls.token).toBe(0);
+  });
+});
+
+describe('a crashed lock holder', () => {
+  it('is taken over after its lease, and the app recovers', async () => {
+    const env = world.env({
+      CACHE_KEY_PREFIX: unique('crash'),
+      LOCK_LEASE_SECONDS: '3',
+      UPSTREAM_TIMEOUT_MS: '2000',
+    });
+    const [holder, survivor] = await spawnMany(2, env);
+    world.sim.resetCounters();
+    world.sim.inject({ endpoint: 'token', latencyMs: 5000 });
+    const pending = holder!.invoke({ appid: TEST_APPID }).catch(() => 'crashed');
+    // Wait until the holder's request reached WeChat: it holds the lock now.
+    for (let i = 0; i < 100 && world.sim.calls.token === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(world.sim.calls.token).toBe(1);
+    process.kill(holder!.pid, 'SIGKILL');
+    expect(await pending).toBe('crashed');
+    const started = Date.now();
+    const body = await survivor!.invoke<TokenBody>({ appid: TEST_APPID }, 10_000);
+    const waitedMs = Date.now() - started;
+    expect(world.sim.tokenStatus(body.access_token)).toBe('valid');
+    expect(world.sim.calls.token).toBe(2);
+    // It waited for the lease (3 s from the holder's add), not for its whole deadline.
+    expect(waitedMs).toBeLessThan(4000);
+    const takeover = survivor!
+      .logs()
+      .find((l) => l.message === 'waited for a peer instance holding the refresh lock');
+    expect(takeover?.outcome).toBe('takeover');
+  });
+});
+
+describe('short-lived tokens under steady load', () => {
+  it('20-second tokens, 3 processes for 45 s: at most 6 fetches and never an invalidated token', async () => {
+    world.sim.setTokenLifetime(20);
+    try {
+      const env = world.env({ CACHE_KEY_PREFIX: unique('short') });
+      const procs = await spawnMany(3, env);
+      world.sim.resetCounters();
+      const endAt = Date.now() + 45_000;
+      let served = 0;
+      const bad: string[] = [];
+      await Promise.all(
+        procs.map(async (p) => {
+          while (Date.now() < endAt) {
+            const body = await p.invoke<TokenBody>({ appid: TEST_APPID });
+            const status = world.sim.tokenStatus(body.access_token);
+            if (status !== 'valid') bad.push(status);
+            served++;
+            await new Promise((r) => setTimeout(r, 25));
+          }
+        }),
+      );
+      expect(served).toBeGreaterThan(1000);
+      expect(bad).toEqual([]);
+      expect(world.sim.calls.token).toBeGreaterThanOrEqual(3);
+      expect(world.sim.calls.token).toBeLessThanOrEqual(6);
+    } finally {
+      world.sim.setTokenLifetime(7200);
+    }
+  }, 70_000);
+});
+
+describe('the expires_in promise', () => {
+  it('holds against the simulator’s real kill times while proactive and passive refreshes happen', async () => {
+    world.sim.setTokenLifetime(20);
+    try {
+      const env = world.env({ CACHE_KEY_PREFIX: unique('promise'), PASSIVE_REFRESH_MIN_AGE_SECONDS: '4' });
+      const procs = await spawnMany(3, env);
+      const promised = new Map<string, number>();
+      const note = (body: TokenBody) =>
+        promised.set(body.access_token, Math.max(promised.get(body.access_token) ?? 0, body.expires_at));
+      const endAt = Date.now() + 25_000;
+      let passiveAccepted = 0;
+      await Promise.all([
+        ...procs.slice(0, 2).map(async (p) => {
+          while (Date.now() < endAt) {
+            note(await p.invoke<TokenBody>({ appid: TEST_APPID }));
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        }),
+        (async () => {
+          // A consumer that keeps reporting the current token as invalid.
+          while (Date.now() < endAt) {
+            const current = await procs[2]!.invoke<TokenBody>({ appid: TEST_APPID });
+            note(current);
+            const after = await procs[2]!.invoke<TokenBody>({
+              action: 'refresh_token',
+              appid: TEST_APPID,
+              invalid_token: current.access_token,
+            });
+            if (after.access_token !== current.access_token) passiveAccepted++;
+            note(after);
+            await new Promise((r) => setTimeout(r, 1500));
+          }
+        })(),
+      ]);
+      expect(passiveAccepted).toBeGreaterThanOrEqual(3);
+      // Let every promise fall due, then compare each with when the token really died.
+      const latest = Math.max(...promised.values());
+      await new Promise((r) => setTimeout(r, Math.max(0, latest * 1000 - Date.now()) + 100));
+      const broken: string[] = [];
+      for (const [token, expiresAt] of promised) {
+        const info = world.sim.tokenInfo(token);
+        expect(info).toBeDefined();
+        if (info!.deadAtMs < expiresAt * 1000)
+          broken.push(`died ${expiresAt * 1000 - info!.deadAtMs} ms before its promise`);
+      }
+      expect(promised.size).toBeGreaterThanOrEqual(4);
+      expect(broken).toEqual([]);
+    } finally {
+      world.sim.setTokenLifetime(7200);
+    }
+  }, 60_000);
+});
