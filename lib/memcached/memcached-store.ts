@@ -36,9 +36,13 @@ export interface MemcachedStoreOptions {
 export class MemcachedStore implements KeyValueStore {
   readonly #client: MemjsLike;
   readonly #sockets: Set<Socket>;
+  readonly #servers: MemjsServer[] = [];
+  /** Connecting may take twice the request timeout, then the request itself. */
+  readonly #guardMs: number;
 
   constructor(options: MemcachedStoreOptions, client?: MemjsLike) {
     this.#sockets = new Set();
+    this.#guardMs = options.timeoutMs * 3 + 50;
     if (client) {
       this.#client = client;
       return;
@@ -99,8 +103,13 @@ export class MemcachedStore implements KeyValueStore {
   }
 
   async #call<T>(operation: string, run: () => Promise<T>): Promise<T> {
+    // memjs can lose a request's callback when it orphans a connection; this timer bounds every call.
+    let timer: NodeJS.Timeout | undefined;
+    const guard = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${this.#guardMs} ms`)), this.#guardMs);
+    });
     try {
-      return await run();
+      return await Promise.race([run(), guard]);
     } catch (err) {
       this.#destroyAbandonedSockets();
       throw new ServiceError('cache_unavailable', `Memcached ${operation} failed: ${describe(err)}`, {
@@ -128,8 +137,6 @@ export class MemcachedStore implements KeyValueStore {
     };
     this.#servers.push(server);
   }
-
-  readonly #servers: MemjsServer[] = [];
 
   #destroyAbandonedSockets(): void {
     const live = new Set(this.#servers.map((s) => s._socket));

@@ -489,12 +489,23 @@ export class TokenService {
       keys,
       fetch: async (ctx) => {
         const token = await this.getAccessToken(appid, ctx);
-        const call = (accessToken: string, reason: FetchReason) =>
+        const once = (accessToken: string, reason: FetchReason) =>
           this.#upstream(upstream, appid, reason, async () => {
             const sentAtMs = this.#deps.clock.now();
             const grant = await this.#deps.wechat.fetchTicket(appid, accessToken, type, ctx);
             return { grant, origin: 'ticket' as const, sentAtMs };
           });
+        // At the end of a ticket's life WeChat may still hand back the dying ticket for a moment:
+        // ask again shortly rather than serve it, a few times within the deadline.
+        const call = async (accessToken: string, reason: FetchReason) => {
+          for (let attempt = 1; ; attempt++) {
+            const fetched = await once(accessToken, reason);
+            const stale =
+              ctx.current?.value === fetched.grant.value && fetched.sentAtMs >= ctx.current.expiresAtMs;
+            if (!stale || attempt >= 4 || this.#deps.clock.now() + 200 >= ctx.deadlineAtMs) return fetched;
+            await this.#deps.sleep(100);
+          }
+        };
         try {
           return await call(token.value, ctx.reason);
         } catch (err) {
@@ -603,7 +614,9 @@ export class TokenService {
       // so its life counts from first sight, and asking again before it ends gains nothing.
       fetchedAtMs = previous.fetchedAtMs;
       if (origin === 'ticket') {
-        expiresAtMs = Math.min(expiresAtMs, previous.expiresAtMs);
+        // Still handed out after the life we counted: alive now, for an unknown while — keep it briefly.
+        expiresAtMs =
+          previous.expiresAtMs > sentAtMs ? Math.min(expiresAtMs, previous.expiresAtMs) : sentAtMs + 1000;
         refresh = expiresAtMs;
       } else {
         refresh = refreshAtMs(fetchedAtMs, expiresAtMs, origin, jitter, settings);
