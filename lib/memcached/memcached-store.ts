@@ -24,6 +24,8 @@ export interface MemcachedStoreOptions {
   timeoutMs: number;
   /** Receives memjs's own diagnostics (server address and error text only). */
   onDiagnostic?: (message: string) => void;
+  /** After a failed call, further calls fail at once for this long (default 1000 ms). */
+  failFastMs?: number;
 }
 
 /**
@@ -39,10 +41,14 @@ export class MemcachedStore implements KeyValueStore {
   readonly #servers: MemjsServer[] = [];
   /** Connecting may take twice the request timeout, then the request itself. */
   readonly #guardMs: number;
+  readonly #failFastMs: number;
+  /** After a failure, calls fail at once until then: an outage costs one timeout, not one per request. */
+  #downUntilMs = 0;
 
   constructor(options: MemcachedStoreOptions, client?: MemjsLike) {
     this.#sockets = new Set();
     this.#guardMs = options.timeoutMs * 3 + 50;
+    this.#failFastMs = options.failFastMs ?? 1000;
     if (client) {
       this.#client = client;
       return;
@@ -103,6 +109,9 @@ export class MemcachedStore implements KeyValueStore {
   }
 
   async #call<T>(operation: string, run: () => Promise<T>): Promise<T> {
+    if (Date.now() < this.#downUntilMs) {
+      throw new ServiceError('cache_unavailable', `Memcached ${operation} skipped: it failed less than ${this.#failFastMs} ms ago`);
+    }
     // memjs can lose a request's callback when it orphans a connection; this timer bounds every call.
     let timer: NodeJS.Timeout | undefined;
     const guard = new Promise<never>((_, reject) => {
@@ -112,6 +121,7 @@ export class MemcachedStore implements KeyValueStore {
       return await Promise.race([run(), guard]);
     } catch (err) {
       this.#destroyAbandonedSockets();
+      this.#downUntilMs = Date.now() + this.#failFastMs;
       throw new ServiceError('cache_unavailable', `Memcached ${operation} failed: ${describe(err)}`, {
         cause: err,
       });

@@ -37,9 +37,6 @@ export interface SecretsManagerCredentialsOptions {
   readSecret: ReadSecret;
 }
 
-/** A reload requested within this long of the last read reuses that read (a burst of credential errors). */
-const RELOAD_DEBOUNCE_MS = 5000;
-
 /**
  * Credentials from one Secrets Manager secret, parsed and kept in memory for a bounded time.
  * Concurrent readers share one request; a failed read is never cached, so no failure sticks once
@@ -60,7 +57,9 @@ export class SecretsManagerCredentials implements CredentialsProvider {
     if (cached) {
       const ageMs = now - cached.readAtMs;
       const fresh = ageMs < this.#options.cacheSeconds * 1000;
-      if (fresh && (!options.reload || ageMs < RELOAD_DEBOUNCE_MS)) return cached.credentials;
+      // A reload (secret rotation) is asked for after WeChat rejected the secret; concurrent reloads
+      // share one read, and the service remembers credential failures, so reloads cannot storm.
+      if (fresh && !options.reload) return cached.credentials;
     }
     this.#inFlight ??= this.#read().finally(() => {
       this.#inFlight = undefined;

@@ -232,6 +232,10 @@ export class TokenService {
     if (current && now < current.refreshAtMs && now < current.expiresAtMs) {
       return this.#serveRecord(current, now, 'cache');
     }
+    if (!current && memory) {
+      const written = await this.#writeBack(spec, memory, now);
+      if (written) return written;
+    }
     // 3. Inside the window, expired or missing.
     const reason: FetchReason = !current ? 'missing' : now < current.expiresAtMs ? 'window' : 'expired';
     return this.#refreshUnderLock(spec, ctx, current, { reason });
@@ -411,6 +415,23 @@ export class TokenService {
 
   // ---- cache outage --------------------------------------------------------------------------
 
+  /**
+   * Memcached came back empty (restarted, flushed) while this instance still holds a value that is
+   * within its guarantee: put it back — with `add`, so a peer's newer write is never overwritten —
+   * and the next new instance is served from the cache instead of fetching.
+   */
+  async #writeBack(spec: Spec, memory: MemoryEntry, now: number): Promise<Served | null> {
+    const { record } = memory;
+    if (now >= record.refreshAtMs || guaranteedUntilMs(record, memory.confirmedAtMs, this.#deps.settings) <= now) return null;
+    try {
+      if (!(await this.#deps.store.add(spec.keys.record, encodeRecord(record), recordTtlSeconds(record, now)))) return null;
+    } catch {
+      return null;
+    }
+    this.#deps.telemetry.warn('wrote the value held in memory back to an empty cache', { kind: spec.kind, appid: spec.appid });
+    return this.#serve(memory, now, 'memory');
+  }
+
   async #outage(spec: Spec, ctx: CallContext, cause: ServiceError): Promise<Served> {
     const { clock, telemetry, settings } = this.#deps;
     const memory = this.#memory.get(spec.keys.record);
@@ -467,8 +488,19 @@ export class TokenService {
         try {
           return await this.#upstream(upstream, appid, ctx.reason, call);
         } catch (err) {
+          if (!(err instanceof ServiceError)) throw err;
+          // The classic endpoint's daily quota is used up: the stable endpoint has its own (far larger)
+          // quota and its token is never invalidated by classic fetches, so it is a safe substitute.
+          if (err.code === 'wechat_quota_exhausted' && api === 'classic') {
+            api = 'stable';
+            try {
+              return await this.#upstream('stable_token', appid, ctx.reason, call);
+            } catch {
+              throw err;
+            }
+          }
           // Secret rotation: re-read the secret once; if it changed, try once more with the new one.
-          if (!(err instanceof ServiceError) || err.code !== 'wechat_credentials_rejected') throw err;
+          if (err.code !== 'wechat_credentials_rejected') throw err;
           const reloaded = (await this.#deps.credentials.get({ reload: true })).apps.get(appid);
           if (!reloaded || reloaded.secret === app.secret) throw err;
           app = reloaded;

@@ -19,6 +19,7 @@ const SECRET_ARN = 'arn:aws:secretsmanager:ap-east-1:210987654321:secret:wechat/
 const TOPIC_ARN = 'arn:aws:sns:ap-east-1:123456789012:oncall';
 const DEFAULT_SECRET_RESOURCE = {
   'Fn::Sub':
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: CloudFormation Fn::Sub placeholders, not JavaScript's
     'arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:wechat-token-service/credentials-??????',
 };
 
@@ -160,6 +161,8 @@ function roleStatements(template: Template): Statement[] {
 const actions = (s: Statement) => (Array.isArray(s.Action) ? s.Action : [s.Action]);
 const resources = (s: Statement) => (Array.isArray(s.Resource) ? s.Resource : [s.Resource]);
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+// biome-ignore lint/suspicious/noTemplateCurlyInString: CloudFormation Fn::Sub placeholders, not JavaScript's
+const VIA_SECRETS_MANAGER = { 'Fn::Sub': 'secretsmanager.${AWS::Region}.amazonaws.com' };
 
 let dev: Package;
 let withKey: Package;
@@ -255,6 +258,7 @@ describe('npm run package (stage dev, default params)', () => {
       expect(actions(s).filter((a) => a === '*' || a.endsWith(':*'))).toEqual([]);
       expect(resources(s)).not.toContain('*');
     }
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: CloudFormation Fn::Sub placeholders, not JavaScript's
     const logGroups = 'arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:';
     const role = dev.template.Resources.IamRoleLambdaExecution!.Properties;
     expect((role.Policies as { PolicyDocument: { Statement: Statement[] } }[])[0]!.PolicyDocument).toEqual({
@@ -395,7 +399,7 @@ describe('osls package with secretKmsKeyArn, a secret ARN and alarmTopicArn', ()
         Action: 'kms:Decrypt',
         Resource: KMS_KEY_ARN,
         Condition: {
-          StringEquals: { 'kms:ViaService': { 'Fn::Sub': 'secretsmanager.${AWS::Region}.amazonaws.com' } },
+          StringEquals: { 'kms:ViaService': VIA_SECRETS_MANAGER },
         },
       },
     ]);

@@ -248,6 +248,8 @@ describe('WeChat refusals', () => {
   ])('errcode %i gives %s (%i), an actionable message and no retry', async (errcode, code, status) => {
     world.sim.resetCounters();
     world.sim.inject({ endpoint: 'token', errcode, times: 5 });
+    // Quota: the stable endpoint (the fallback for an exhausted classic quota) is exhausted too.
+    if (errcode === 45009) world.sim.inject({ endpoint: 'stable_token', errcode, times: 5 });
     const prefix = `refusal${errcode}`;
     const handler = createHandler({ env: world.env({ CACHE_KEY_PREFIX: prefix }) });
     try {
@@ -269,6 +271,24 @@ describe('WeChat refusals', () => {
       expect((JSON.parse(viaHttp.body) as ErrorBody).error.code).toBe(code);
       // The failure is remembered: the second request did not call WeChat again.
       expect(world.sim.calls.token).toBe(1);
+      expect(world.sim.calls.stableToken).toBe(errcode === 45009 ? 1 : 0);
+    } finally {
+      world.sim.clearFaults();
+    }
+  });
+});
+
+describe('quota exhausted on the classic endpoint', () => {
+  it('falls back to the stable endpoint, whose token no classic fetch invalidates', async () => {
+    world.sim.resetCounters();
+    world.sim.inject({ endpoint: 'token', errcode: 45009, times: 50 });
+    const handler = createHandler({ env: world.env({ CACHE_KEY_PREFIX: 'quotafallback' }) });
+    try {
+      const bodies = (await Promise.all(Array.from({ length: 21 }, () => handler({ appid: TEST_APPID_2 })))) as TokenBody[];
+      expect(new Set(bodies.map((b) => b.access_token)).size).toBe(1);
+      expect(world.sim.tokenInfo(bodies[0]!.access_token)?.kind).toBe('stable');
+      expect(world.sim.calls.token).toBe(1);
+      expect(world.sim.calls.stableToken).toBe(1);
     } finally {
       world.sim.clearFaults();
     }
