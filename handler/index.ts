@@ -91,7 +91,7 @@ export function createHandler(options: HandlerOptions = {}) {
       }
       if (fields.error)
         metrics.addMetric(fields.error.status >= 500 ? 'ServerErrors' : 'ClientErrors', 'Count', 1);
-      metrics.publishStoredMetrics();
+      if (fields.source || fields.error) metrics.publishStoredMetrics();
     };
 
     if (kind === 'schedule') {

@@ -57,6 +57,8 @@ export interface Config {
   /** The service answers this long before the invocation's deadline. */
   deadlineMarginMs: number;
   cacheOutagePolicy: CacheOutagePolicy;
+  /** How often the EventBridge schedule runs (serverless.yml); requests leave it this head start. */
+  scheduleIntervalSeconds: number;
   logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 }
 
@@ -94,6 +96,7 @@ export function loadConfig(env: Env = process.env): Config {
     memoryCacheSeconds: readInt(env, 'MEMORY_CACHE_SECONDS', 60, 0, 240),
     failureMemorySeconds: readInt(env, 'FAILURE_MEMORY_SECONDS', 30, 0, 3600),
     deadlineMarginMs: readInt(env, 'DEADLINE_MARGIN_MS', 250, 20, 10_000),
+    scheduleIntervalSeconds: readInt(env, 'SCHEDULE_INTERVAL_SECONDS', 300, 0, 3600),
     cacheOutagePolicy: readEnum(
       env,
       'CACHE_OUTAGE_POLICY',

@@ -23,11 +23,12 @@ export function pageUrlForSignature(url: unknown): string {
       `url must be at most ${MAX_PAGE_URL_LENGTH} characters; got ${url.length}`,
     );
   }
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
-  if (/[\x00-\x20\x7f]/.test(url)) {
+  // location.href is ASCII (non-ASCII is percent-encoded, hosts are punycode): anything else,
+  // whitespace and control characters included, can never match what the page signs.
+  if (!/^[\x21-\x7e]+$/.test(url)) {
     throw new ServiceError(
       'invalid_request',
-      'url must not contain spaces or control characters; pass the URL as the browser has it',
+      'url must be printable ASCII without spaces, as location.href gives it (non-ASCII percent-encoded)',
     );
   }
   if (!/^https?:\/\/[^/?#]+/i.test(url)) {

@@ -20,12 +20,14 @@ export interface MemjsLike {
 export interface MemcachedStoreOptions {
   /** `host:port` entries. */
   servers: string[];
-  /** Per-request timeout; also bounds connecting (twice this). */
+  /** How long one call may take, connecting included. */
   timeoutMs: number;
   /** Receives memjs's own diagnostics (server address and error text only). */
   onDiagnostic?: (message: string) => void;
   /** After a failed call, further calls fail at once for this long (default 1000 ms). */
   failFastMs?: number;
+  /** Clock of the fail-fast window (epoch ms); defaults to Date.now. */
+  now?: () => number;
 }
 
 /**
@@ -39,26 +41,29 @@ export class MemcachedStore implements KeyValueStore {
   readonly #client: MemjsLike;
   readonly #sockets: Set<Socket>;
   readonly #servers: MemjsServer[] = [];
-  /** Connecting may take twice the request timeout, then the request itself. */
+  /** How long a call may take, connecting included. */
   readonly #guardMs: number;
   readonly #failFastMs: number;
+  readonly #now: () => number;
   /** After a failure, calls fail at once until then: an outage costs one timeout, not one per request. */
   #downUntilMs = 0;
 
   constructor(options: MemcachedStoreOptions, client?: MemjsLike) {
     this.#sockets = new Set();
-    this.#guardMs = options.timeoutMs * 3 + 50;
+    this.#guardMs = options.timeoutMs;
     this.#failFastMs = options.failFastMs ?? 1000;
+    this.#now = options.now ?? Date.now;
     if (client) {
       this.#client = client;
       return;
     }
-    const timeout = options.timeoutMs / 1000;
+    // memjs's own timers sit well above ours: they only clean up. Ours decide (see #call).
+    const memjsTimeout = Math.max(1, (options.timeoutMs * 4) / 1000);
     const real = memjs.Client.create(options.servers.join(','), {
       retries: 1,
       failover: false,
-      timeout,
-      conntimeout: timeout * 2,
+      timeout: memjsTimeout,
+      conntimeout: memjsTimeout,
       keepAlive: true,
       expires: 0,
       logger: { log: (...parts: unknown[]) => options.onDiagnostic?.(parts.map(String).join(' ')) },
@@ -109,22 +114,34 @@ export class MemcachedStore implements KeyValueStore {
   }
 
   async #call<T>(operation: string, run: () => Promise<T>): Promise<T> {
-    if (Date.now() < this.#downUntilMs) {
-      throw new ServiceError('cache_unavailable', `Memcached ${operation} skipped: it failed less than ${this.#failFastMs} ms ago`);
+    if (this.#now() < this.#downUntilMs) {
+      throw new ServiceError(
+        'cache_unavailable',
+        `Memcached ${operation} skipped: it failed less than ${this.#failFastMs} ms ago`,
+      );
     }
-    // memjs can lose a request's callback when it orphans a connection; this timer bounds every call.
+    // The deciding timer. When it fires, the answer may already sit unread in the socket because the
+    // event loop was blocked (a module load, a long synchronous task): timers run before I/O in a
+    // loop turn, which is how memjs's own timeout reports a healthy server as dead. So the timer
+    // gives pending I/O one more turn (setImmediate runs after the poll phase) before it rejects.
+    // It also bounds calls whose callback memjs loses when it orphans a connection.
     let timer: NodeJS.Timeout | undefined;
     const guard = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${this.#guardMs} ms`)), this.#guardMs);
+      timer = setTimeout(
+        () => setImmediate(() => reject(new Error(`no answer within ${this.#guardMs} ms`))),
+        this.#guardMs,
+      );
     });
     try {
       return await Promise.race([run(), guard]);
     } catch (err) {
       this.#destroyAbandonedSockets();
-      this.#downUntilMs = Date.now() + this.#failFastMs;
+      this.#downUntilMs = this.#now() + this.#failFastMs;
       throw new ServiceError('cache_unavailable', `Memcached ${operation} failed: ${describe(err)}`, {
         cause: err,
       });
+    } finally {
+      clearTimeout(timer);
     }
   }
 

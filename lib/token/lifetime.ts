@@ -19,7 +19,8 @@
  *   guaranteed(T) = min(natural expiry, earliest(R1) + min(300 s, R2 − R1 lower bound))
  *
  * A caller that keeps T until `now + expires_in` therefore never holds a token this service killed.
- * With the defaults (min age 300 s, window 900 s, lease 10 s) a classic token is promised 280–590 s.
+ * With the defaults (min age 300 s, window 900 s, lease 10 s) a classic token is promised 290–600 s
+ * (600 s right after its fetch, 290 s once it is older than the min age).
  * A token killed by someone outside the service is beyond any promise: that is what passive refresh
  * is for.
  */
@@ -89,11 +90,7 @@ export function guaranteedUntilMs(
 
   const lifeMs = record.expiresAtMs - record.fetchedAtMs;
   const passiveEnabled = settings.passiveRefreshDailyBudget > 0;
-  // Stable force refreshes are at least 30 s apart whatever the min age.
-  const minAgeMs =
-    record.origin === 'stable'
-      ? Math.max(settings.passiveRefreshMinAgeSeconds * 1000, STABLE_FORCE_SPACING_MS)
-      : settings.passiveRefreshMinAgeSeconds * 1000;
+  const minAgeMs = settings.passiveRefreshMinAgeSeconds * 1000;
 
   let earliestRefreshMs = Number.POSITIVE_INFINITY;
   if (passiveEnabled) {
@@ -104,10 +101,18 @@ export function guaranteedUntilMs(
   }
   if (record.origin === 'classic') earliestRefreshMs = Math.min(earliestRefreshMs, record.refreshAtMs);
 
-  // After the first refresh the token lives the overlap, unless a second refresh comes sooner.
-  let secondRefreshGapMs = Math.floor(lifeMs / 2);
-  if (passiveEnabled) secondRefreshGapMs = Math.min(secondRefreshGapMs, minAgeMs);
-  if (record.origin === 'stable' && !passiveEnabled) secondRefreshGapMs = Number.POSITIVE_INFINITY;
+  // After the first refresh the token lives the overlap, unless a second refresh comes sooner: for
+  // classic, the successor's proactive refresh (half a life on) or a passive one (min age on); for
+  // stable, only a second force refresh, which WeChat spaces at least 30 s.
+  let secondRefreshGapMs: number;
+  if (record.origin === 'stable') {
+    secondRefreshGapMs = passiveEnabled
+      ? Math.max(minAgeMs, STABLE_FORCE_SPACING_MS)
+      : Number.POSITIVE_INFINITY;
+  } else {
+    secondRefreshGapMs = Math.floor(lifeMs / 2);
+    if (passiveEnabled) secondRefreshGapMs = Math.min(secondRefreshGapMs, minAgeMs);
+  }
   const survivalMs = Math.min(OVERLAP_MS, secondRefreshGapMs);
 
   return Math.min(record.expiresAtMs, earliestRefreshMs + survivalMs);

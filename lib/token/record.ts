@@ -39,7 +39,12 @@ export const RECORD_FORMAT = 'v1';
 /** Cache keys: namespaced, versioned, never containing a secret or a token. */
 export function recordKeys(prefix: string, kind: CredentialKind, appid: string) {
   const base = `${prefix}:${RECORD_FORMAT}`;
-  return { record: `${base}:rec:${kind}:${appid}`, lock: `${base}:lock:${kind}:${appid}` };
+  return {
+    record: `${base}:rec:${kind}:${appid}`,
+    lock: `${base}:lock:${kind}:${appid}`,
+    /** The last lock holder's failure, briefly: its waiters share it instead of repeating the call. */
+    failed: `${base}:failed:${kind}:${appid}`,
+  };
 }
 
 /** The WeChat endpoints whose calls are counted and whose failures are remembered, per appid. */

@@ -29,11 +29,11 @@
  */
 import type { Clock, Sleep } from '../clock.ts';
 import type { CacheOutagePolicy, TicketType, TokenApi } from '../config.ts';
-import { ServiceError } from '../errors.ts';
+import { ERROR_CATALOGUE, ServiceError } from '../errors.ts';
 import type { AppCredentials, CredentialsProvider } from '../secrets/credentials.ts';
 import type { KeyValueStore } from '../store.ts';
 import type { FetchReason, Source, Telemetry } from '../telemetry.ts';
-import type { Grant, WeChatApi } from '../wechat/client.ts';
+import { AmbiguousUpstreamError, type Grant, type WeChatApi } from '../wechat/client.ts';
 import { TOKEN_INVALID_ERRCODES } from '../wechat/errcodes.ts';
 import {
   guaranteedUntilMs,
@@ -62,6 +62,8 @@ export interface TokenServiceSettings extends LifetimeSettings {
   memoryCacheSeconds: number;
   failureMemorySeconds: number;
   cacheOutagePolicy: CacheOutagePolicy;
+  /** How often the schedule runs: user requests leave it this head start on each refresh. */
+  scheduleIntervalSeconds: number;
 }
 
 export interface TokenServiceDeps {
@@ -104,7 +106,7 @@ export type ScheduledOutcome = 'fresh' | 'refreshed' | 'in_progress' | 'served_s
 interface Spec {
   kind: CredentialKind;
   appid: string;
-  keys: { record: string; lock: string };
+  keys: { record: string; lock: string; failed: string };
   /** Obtains a new value from WeChat. `current` is the record being replaced, if any. */
   fetch(ctx: FetchContext): Promise<{ grant: Grant; origin: Origin; sentAtMs: number }>;
 }
@@ -133,6 +135,8 @@ export class TokenService {
   readonly #failures = new Map<string, { error: ServiceError; untilMs: number }>();
   /** Outage fetches in flight, shared by concurrent requests of this instance. */
   readonly #outageFetches = new Map<string, Promise<CredentialRecord>>();
+  /** Records this instance saw the cache fail for: it puts its value back once the cache answers. */
+  readonly #writeBackPending = new Set<string>();
 
   constructor(deps: TokenServiceDeps) {
     this.#deps = deps;
@@ -159,7 +163,7 @@ export class TokenService {
     try {
       current = await this.#read(spec);
     } catch (err) {
-      if (isCacheDown(err)) return this.#outage(spec, ctx, err as ServiceError);
+      if (isCacheDown(err)) return this.#outage(spec, ctx, err as ServiceError, invalidToken);
       throw err;
     }
     if (!current) return this.#get(spec, ctx);
@@ -175,6 +179,7 @@ export class TokenService {
     return this.#refreshUnderLock(spec, ctx, current, {
       reason: 'passive',
       replaceGeneration: current.generation,
+      avoid: invalidToken,
     });
   }
 
@@ -214,9 +219,10 @@ export class TokenService {
       const now = clock.now();
       if (
         now - memory.confirmedAtMs < settings.memoryCacheSeconds * 1000 &&
-        now < memory.record.refreshAtMs &&
+        now < this.#userRefreshAtMs(memory.record) &&
         guaranteedUntilMs(memory.record, memory.confirmedAtMs, settings) > now
       ) {
+        if (this.#writeBackPending.has(spec.keys.record)) await this.#writeBack(spec, memory, now);
         return this.#serve(memory, now, 'memory');
       }
     }
@@ -229,12 +235,11 @@ export class TokenService {
       throw err;
     }
     const now = clock.now();
-    if (current && now < current.refreshAtMs && now < current.expiresAtMs) {
+    if (current && now < this.#userRefreshAtMs(current) && now < current.expiresAtMs) {
       return this.#serveRecord(current, now, 'cache');
     }
-    if (!current && memory) {
-      const written = await this.#writeBack(spec, memory, now);
-      if (written) return written;
+    if (!current && memory && (await this.#writeBack(spec, memory, now)) === 'written') {
+      return this.#serve(memory, now, 'memory');
     }
     // 3. Inside the window, expired or missing.
     const reason: FetchReason = !current ? 'missing' : now < current.expiresAtMs ? 'window' : 'expired';
@@ -245,7 +250,7 @@ export class TokenService {
     spec: Spec,
     ctx: CallContext,
     current: CredentialRecord | null,
-    mode: { reason: FetchReason; replaceGeneration?: number },
+    mode: { reason: FetchReason; replaceGeneration?: number; avoid?: string },
   ): Promise<Served> {
     await this.#app(spec.appid); // unknown_appid before touching the lock
     const waitStartedAtMs = this.#deps.clock.now();
@@ -254,7 +259,7 @@ export class TokenService {
       try {
         lock = await this.#lock.acquire(spec.keys.lock);
       } catch (err) {
-        if (isCacheDown(err)) return this.#outage(spec, ctx, err as ServiceError);
+        if (isCacheDown(err)) return this.#outage(spec, ctx, err as ServiceError, mode.avoid);
         throw err;
       }
       if (lock) return this.#refreshHolding(spec, ctx, current, lock, mode);
@@ -323,6 +328,7 @@ export class TokenService {
         fetched = await spec.fetch(fetchCtx);
       } catch (err) {
         // 6. Serve the last valid value rather than fail.
+        if (err instanceof ServiceError) await this.#shareFailure(spec, err);
         const valid = base && clock.now() < base.expiresAtMs && mode.reason !== 'passive' ? base : null;
         if (valid && err instanceof ServiceError) {
           telemetry.staleServed(spec.kind, spec.appid, err.code);
@@ -337,13 +343,24 @@ export class TokenService {
         throw err;
       }
       const record = this.#newRecord(spec, fetched, base);
-      if (await this.#lock.stillHeld(lock)) {
-        await store.set(spec.keys.record, encodeRecord(record), recordTtlSeconds(record, clock.now()));
-      } else {
-        telemetry.warn('refresh lock lease ended before the write; not writing the record', {
+      let written = false;
+      try {
+        written = await this.#lock.stillHeld(lock);
+        if (written)
+          await store.set(spec.keys.record, encodeRecord(record), recordTtlSeconds(record, clock.now()));
+      } catch (err) {
+        if (!isCacheDown(err)) throw err;
+        written = false;
+      }
+      if (!written) {
+        // The new value is valid, but peers cannot see it and may refresh at any moment: serve it
+        // with the promise of a value that is due for refresh now.
+        telemetry.warn('could not write the new record (cache failure or lease ended); serving it unshared', {
           kind: spec.kind,
           appid: spec.appid,
         });
+        const unshared = { ...record, refreshAtMs: Math.min(record.refreshAtMs, clock.now()) };
+        return this.#serveRecord(unshared, clock.now(), 'wechat');
       }
       return this.#serveRecord(record, clock.now(), 'wechat');
     } finally {
@@ -376,8 +393,19 @@ export class TokenService {
       if (latest && latest.generation > floorGeneration && now < latest.expiresAtMs) {
         return { kind: 'served', served: this.#serveRecord(latest, now, 'peer') };
       }
-      if (!(await this.#lock.isHeld(spec.keys.lock))) return { kind: 'takeover', latest };
+      if (!(await this.#lock.isHeld(spec.keys.lock))) {
+        // Released without a new value: the holder failed. Share its failure rather than repeat the call.
+        const failure = decodeFailure(await this.#deps.store.get(spec.keys.failed), true);
+        if (failure) throw failure;
+        return { kind: 'takeover', latest };
+      }
     }
+  }
+
+  /** A lock holder's failure, kept two seconds for the requests waiting on it. */
+  async #shareFailure(spec: Spec, error: ServiceError): Promise<void> {
+    const body = JSON.stringify({ code: error.code, message: error.message, errcode: error.errcode });
+    await this.#deps.store.set(spec.keys.failed, body, 2).catch(() => {});
   }
 
   /** Passive refresh admission: the daily budget, and for stable apps WeChat's force-refresh limits. */
@@ -413,30 +441,62 @@ export class TokenService {
     }
   }
 
+  /**
+   * When a request refreshes inline: a little after the schedule may (one schedule interval, at most
+   * half the remaining window), so that with steady traffic the schedule, not a user, waits on WeChat.
+   * Promises do not change: they are bounded by `refreshAtMs`, the earliest refresh of either kind.
+   */
+  #userRefreshAtMs(record: CredentialRecord): number {
+    const headStartMs = Math.min(
+      this.#deps.settings.scheduleIntervalSeconds * 1000,
+      Math.floor((record.expiresAtMs - record.refreshAtMs) / 2),
+    );
+    return record.refreshAtMs + Math.max(0, headStartMs);
+  }
+
   // ---- cache outage --------------------------------------------------------------------------
 
   /**
-   * Memcached came back empty (restarted, flushed) while this instance still holds a value that is
-   * within its guarantee: put it back — with `add`, so a peer's newer write is never overwritten —
-   * and the next new instance is served from the cache instead of fetching.
+   * Memcached came back empty (restarted, flushed) while this instance still holds a value within
+   * its guarantee: put it back — with `add`, so a peer's newer write is never overwritten — and the
+   * next new instance is served from the cache instead of fetching.
    */
-  async #writeBack(spec: Spec, memory: MemoryEntry, now: number): Promise<Served | null> {
+  async #writeBack(
+    spec: Spec,
+    memory: MemoryEntry,
+    now: number,
+  ): Promise<'written' | 'exists' | 'unfit' | 'failed'> {
     const { record } = memory;
-    if (now >= record.refreshAtMs || guaranteedUntilMs(record, memory.confirmedAtMs, this.#deps.settings) <= now) return null;
-    try {
-      if (!(await this.#deps.store.add(spec.keys.record, encodeRecord(record), recordTtlSeconds(record, now)))) return null;
-    } catch {
-      return null;
+    const key = spec.keys.record;
+    if (
+      now >= record.refreshAtMs ||
+      guaranteedUntilMs(record, memory.confirmedAtMs, this.#deps.settings) <= now
+    ) {
+      this.#writeBackPending.delete(key);
+      return 'unfit';
     }
-    this.#deps.telemetry.warn('wrote the value held in memory back to an empty cache', { kind: spec.kind, appid: spec.appid });
-    return this.#serve(memory, now, 'memory');
+    let added: boolean;
+    try {
+      added = await this.#deps.store.add(key, encodeRecord(record), recordTtlSeconds(record, now));
+    } catch {
+      return 'failed';
+    }
+    this.#writeBackPending.delete(key);
+    if (!added) return 'exists';
+    this.#deps.telemetry.warn('wrote the value held in memory back to an empty cache', {
+      kind: spec.kind,
+      appid: spec.appid,
+    });
+    return 'written';
   }
 
-  async #outage(spec: Spec, ctx: CallContext, cause: ServiceError): Promise<Served> {
+  /** `avoid`: a value a consumer reported as rejected by WeChat — never the answer. */
+  async #outage(spec: Spec, ctx: CallContext, cause: ServiceError, avoid?: string): Promise<Served> {
     const { clock, telemetry, settings } = this.#deps;
+    this.#writeBackPending.add(spec.keys.record);
     const memory = this.#memory.get(spec.keys.record);
     const now = clock.now();
-    if (memory && now < memory.record.expiresAtMs) {
+    if (memory && memory.record.value !== avoid && now < memory.record.expiresAtMs) {
       telemetry.staleServed(spec.kind, spec.appid, 'cache_unavailable');
       return this.#serve(memory, now, 'stale');
     }
@@ -489,9 +549,14 @@ export class TokenService {
           return await this.#upstream(upstream, appid, ctx.reason, call);
         } catch (err) {
           if (!(err instanceof ServiceError)) throw err;
-          // The classic endpoint's daily quota is used up: the stable endpoint has its own (far larger)
-          // quota and its token is never invalidated by classic fetches, so it is a safe substitute.
-          if (err.code === 'wechat_quota_exhausted' && api === 'classic') {
+          // Two classic failures turn to the stable endpoint, whose token no classic fetch invalidates:
+          // - the daily quota is used up (stable has its own, far larger, quota);
+          // - the call failed ambiguously (timeout, reset, gateway error): WeChat may have issued a
+          //   token all the same, and a second classic call now would kill the cached token at once.
+          if (
+            api === 'classic' &&
+            (err.code === 'wechat_quota_exhausted' || err instanceof AmbiguousUpstreamError)
+          ) {
             api = 'stable';
             try {
               return await this.#upstream('stable_token', appid, ctx.reason, call);
@@ -737,17 +802,21 @@ function hashJitter(kind: CredentialKind, appid: string): number {
   return (h >>> 0) / 2 ** 32;
 }
 
-function decodeFailure(text: string | null): ServiceError | null {
+/** A stored failure; `anyCode` accepts every catalogue code (a holder's failure shared with its waiters). */
+function decodeFailure(text: string | null, anyCode = false): ServiceError | null {
   if (text === null) return null;
   try {
     const raw = JSON.parse(text) as { code?: unknown; message?: unknown; errcode?: unknown };
-    if (typeof raw.code !== 'string' || (!REMEMBERED.has(raw.code) && raw.code !== 'wechat_quota_exhausted'))
-      return null;
+    if (typeof raw.code !== 'string') return null;
+    const known = anyCode
+      ? Object.hasOwn(ERROR_CATALOGUE, raw.code)
+      : REMEMBERED.has(raw.code) || raw.code === 'wechat_quota_exhausted';
+    if (!known) return null;
     if (typeof raw.message !== 'string' || raw.message.length > 1000) return null;
     const errcode =
       typeof raw.errcode === 'number' && Number.isInteger(raw.errcode) ? raw.errcode : undefined;
     return new ServiceError(
-      raw.code as 'wechat_quota_exhausted',
+      raw.code as keyof typeof ERROR_CATALOGUE,
       raw.message,
       errcode === undefined ? {} : { errcode },
     );

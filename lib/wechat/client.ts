@@ -29,7 +29,23 @@ export interface CallOptions {
   deadlineAtMs: number;
 }
 
+/**
+ * A failure after which WeChat may have processed the request all the same (a timeout, a reset
+ * connection, a gateway error). For the classic token endpoint that matters: a silent success
+ * issued a new token, and asking again would be a second refresh that kills the current token at
+ * once. Such calls are not repeated here; the caller decides.
+ */
+export class AmbiguousUpstreamError extends ServiceError {}
+
 const MAX_ATTEMPTS = 4;
+/** Connection failures that prove the request never reached WeChat. */
+const NOT_SENT: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+]);
 const MAX_BODY_BYTES = 64 * 1024;
 /** WeChat says to reserve 512 characters; accept generously more, never unbounded. */
 const MAX_CREDENTIAL_LENGTH = 2048;
@@ -87,9 +103,17 @@ export class WeChatClient implements WeChatApi {
               }),
             },
           };
-    const body = await this.#call(request.endpoint, app.appid, request.url, request.init, options, [
-      app.secret,
-    ]);
+    // Only a call that invalidates nothing may be repeated after an ambiguous failure.
+    const repeatable = api === 'stable' && options.forceRefresh !== true;
+    const body = await this.#call(
+      request.endpoint,
+      app.appid,
+      request.url,
+      request.init,
+      options,
+      [app.secret],
+      repeatable,
+    );
     return parseGrant(request.endpoint, app.appid, body, 'access_token');
   }
 
@@ -101,7 +125,8 @@ export class WeChatClient implements WeChatApi {
     options: CallOptions,
   ): Promise<Grant> {
     const url = `${this.#options.baseUrl}/cgi-bin/ticket/getticket?access_token=${encodeURIComponent(accessToken)}&type=${type}`;
-    const body = await this.#call('ticket', appid, url, { method: 'GET' }, options, [accessToken]);
+    // Fetching a ticket again invalidates nothing: always repeatable.
+    const body = await this.#call('ticket', appid, url, { method: 'GET' }, options, [accessToken], true);
     return parseGrant('ticket', appid, body, 'ticket');
   }
 
@@ -112,6 +137,7 @@ export class WeChatClient implements WeChatApi {
     init: RequestInit,
     { deadlineAtMs }: CallOptions,
     secrets: string[],
+    repeatable: boolean,
   ): Promise<Record<string, unknown>> {
     const { clock, sleep, attemptTimeoutMs } = this.#options;
     for (let attempt = 1; ; attempt++) {
@@ -130,6 +156,9 @@ export class WeChatClient implements WeChatApi {
         }
       } catch (err) {
         if (!(err instanceof RetryableFailure)) throw err;
+        if (err.ambiguous && !repeatable) {
+          throw new AmbiguousUpstreamError(err.error.code, err.error.message, { cause: err.error });
+        }
         failure = err.error;
       }
       if (attempt >= MAX_ATTEMPTS) throw failure;
@@ -159,7 +188,7 @@ export class WeChatClient implements WeChatApi {
         signal: AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))),
       });
     } catch (err) {
-      if (isAbort(err)) throw new RetryableFailure(timeoutError(endpoint, appid));
+      if (isAbort(err)) throw new RetryableFailure(timeoutError(endpoint, appid), true);
       // Never the URL or the raw message: the classic URL carries the AppSecret.
       throw new RetryableFailure(
         new ServiceError(
@@ -169,18 +198,20 @@ export class WeChatClient implements WeChatApi {
             cause: networkCode(err),
           },
         ),
+        !NOT_SENT.has(networkCode(err)),
       );
     }
     let text: string;
     try {
       text = await response.text();
     } catch (err) {
-      if (isAbort(err)) throw new RetryableFailure(timeoutError(endpoint, appid));
+      if (isAbort(err)) throw new RetryableFailure(timeoutError(endpoint, appid), true);
       throw new RetryableFailure(
         new ServiceError(
           'wechat_unavailable',
           `WeChat ${endpoint} connection failed mid-answer (${networkCode(err)})`,
         ),
+        true,
       );
     }
     if (response.status >= 500) {
@@ -189,6 +220,8 @@ export class WeChatClient implements WeChatApi {
           'wechat_unavailable',
           `WeChat ${endpoint} answered HTTP ${response.status}; retry shortly`,
         ),
+        // A gateway error says nothing about whether the backend issued a token.
+        true,
       );
     }
     if (response.status !== 200 || text.length > MAX_BODY_BYTES) {
@@ -217,7 +250,11 @@ export class WeChatClient implements WeChatApi {
 }
 
 class RetryableFailure extends Error {
-  constructor(readonly error: ServiceError) {
+  /** `ambiguous`: WeChat may have processed the request (see AmbiguousUpstreamError). */
+  constructor(
+    readonly error: ServiceError,
+    readonly ambiguous: boolean,
+  ) {
     super(error.message);
   }
 }

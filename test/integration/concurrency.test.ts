@@ -219,7 +219,12 @@ describe('short-lived tokens under steady load', () => {
           while (Date.now() < endAt) {
             const body = await p.invoke<TokenBody>({ appid: TEST_APPID });
             const status = world.sim.tokenStatus(body.access_token);
-            if (status !== 'valid') bad.push(status);
+            if (status !== 'valid') {
+              const info = world.sim.tokenInfo(body.access_token);
+              bad.push(
+                `${status} ${info?.kind} issued ${info ? Date.now() - info.issuedAtMs : '?'} ms ago, dead ${info ? Date.now() - info.deadAtMs : '?'} ms ago`,
+              );
+            }
             served++;
             await new Promise((r) => setTimeout(r, 25));
           }

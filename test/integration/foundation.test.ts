@@ -284,7 +284,9 @@ describe('quota exhausted on the classic endpoint', () => {
     world.sim.inject({ endpoint: 'token', errcode: 45009, times: 50 });
     const handler = createHandler({ env: world.env({ CACHE_KEY_PREFIX: 'quotafallback' }) });
     try {
-      const bodies = (await Promise.all(Array.from({ length: 21 }, () => handler({ appid: TEST_APPID_2 })))) as TokenBody[];
+      const bodies = (await Promise.all(
+        Array.from({ length: 21 }, () => handler({ appid: TEST_APPID_2 })),
+      )) as TokenBody[];
       expect(new Set(bodies.map((b) => b.access_token)).size).toBe(1);
       expect(world.sim.tokenInfo(bodies[0]!.access_token)?.kind).toBe('stable');
       expect(world.sim.calls.token).toBe(1);

@@ -10,6 +10,13 @@ const DEPLOYED: Env = { WECHAT_SECRET_ID: 'prod/wechat-token-service' };
 /** A local run: one app from the environment. */
 const LOCAL: Env = { WECHAT_APPID: TEST_APPID, WECHAT_APPSECRET: TEST_SECRET };
 
+/** The credential source with known secrets replaced by their names, so a failing assertion prints none. */
+function redacted(source: Config['credentials']): unknown {
+  return JSON.parse(
+    JSON.stringify(source).replaceAll(TEST_SECRET, 'TEST_SECRET').replaceAll(CLIENT_KEY, 'CLIENT_KEY'),
+  );
+}
+
 /** The ServiceError `loadConfig(env)` throws; fails the test when it does not throw one. */
 function configError(env: Env): ServiceError {
   try {
@@ -205,14 +212,22 @@ describe('LOCK_LEASE_SECONDS and UPSTREAM_TIMEOUT_MS', () => {
 
   it.each(timeouts)('accepts the shortest lease at least 1 s longer than a %i ms upstream timeout', (u) => {
     const lease = Math.ceil((u + 1000) / 1000);
-    const config = loadConfig({ ...DEPLOYED, UPSTREAM_TIMEOUT_MS: String(u), LOCK_LEASE_SECONDS: String(lease) });
+    const config = loadConfig({
+      ...DEPLOYED,
+      UPSTREAM_TIMEOUT_MS: String(u),
+      LOCK_LEASE_SECONDS: String(lease),
+    });
     expect(config.lockLeaseSeconds).toBe(lease);
     expect(config.upstreamTimeoutMs).toBe(u);
   });
 
   it.each(timeouts)('rejects a lease one second shorter than that for a %i ms upstream timeout', (u) => {
     const lease = Math.ceil((u + 1000) / 1000) - 1;
-    const err = configError({ ...DEPLOYED, UPSTREAM_TIMEOUT_MS: String(u), LOCK_LEASE_SECONDS: String(lease) });
+    const err = configError({
+      ...DEPLOYED,
+      UPSTREAM_TIMEOUT_MS: String(u),
+      LOCK_LEASE_SECONDS: String(lease),
+    });
     expect(err.code).toBe('config_invalid');
     // A lease of 0 fails the range check first; every other one fails the rule naming both variables.
     expect(err.message.startsWith('LOCK_LEASE_SECONDS ')).toBe(true);
@@ -237,10 +252,10 @@ describe('credentials source', () => {
 
   it('uses WECHAT_APPID and WECHAT_APPSECRET with classic tokens and no tickets by default', () => {
     const config = loadConfig(LOCAL);
-    expect(config.credentials).toEqual({
+    expect(redacted(config.credentials)).toEqual({
       kind: 'env',
       appid: TEST_APPID,
-      secret: TEST_SECRET,
+      secret: 'TEST_SECRET',
       tokenApi: 'classic',
       tickets: [],
       clientKey: undefined,
@@ -255,11 +270,11 @@ describe('credentials source', () => {
       WECHAT_TICKETS: ' jsapi , wx_card ,',
       WECHAT_CLIENT_KEY: CLIENT_KEY,
     });
-    expect(config.credentials).toMatchObject({
+    expect(redacted(config.credentials)).toMatchObject({
       kind: 'env',
       tokenApi: 'stable',
       tickets: ['jsapi', 'wx_card'],
-      clientKey: CLIENT_KEY,
+      clientKey: 'CLIENT_KEY',
     });
   });
 

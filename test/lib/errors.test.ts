@@ -68,7 +68,12 @@ describe('ServiceError', () => {
 
   it.each([-1, 0, 40164, 45009])('adds errcode %i to the body when WeChat gave one', (errcode) => {
     const body = new ServiceError('wechat_rejected', 'WeChat said no', { errcode }).toBody();
-    expect(body.error).toStrictEqual({ code: 'wechat_rejected', message: 'WeChat said no', retryable: false, errcode });
+    expect(body.error).toStrictEqual({
+      code: 'wechat_rejected',
+      message: 'WeChat said no',
+      retryable: false,
+      errcode,
+    });
   });
 
   it('keeps the cause for logs but never puts it in the body', () => {
@@ -94,7 +99,10 @@ describe('toServiceError', () => {
   });
 
   it.each([
-    ['an Error', new Error('connect ECONNREFUSED https://api.weixin.qq.com/cgi-bin/token?secret=hunter2hunter2')],
+    [
+      'an Error',
+      new Error('connect ECONNREFUSED https://api.weixin.qq.com/cgi-bin/token?secret=hunter2hunter2'),
+    ],
     ['a TypeError', new TypeError("Cannot read properties of undefined (reading 'hunter2hunter2')")],
     ['a string', 'hunter2hunter2'],
     ['an object', { secret: 'hunter2hunter2' }],

@@ -18,7 +18,12 @@ interface ContractTarget {
 
 const OPERATIONS = ['get', 'set', 'add', 'delete', 'increment'] as const;
 
-function call(store: KeyValueStore, op: (typeof OPERATIONS)[number], key: string, ttl = 60): Promise<unknown> {
+function call(
+  store: KeyValueStore,
+  op: (typeof OPERATIONS)[number],
+  key: string,
+  ttl = 60,
+): Promise<unknown> {
   switch (op) {
     case 'get':
       return store.get(key);

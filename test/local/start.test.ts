@@ -73,7 +73,8 @@ function exitWithin(started: Started, ms: number): Promise<number | null | 'time
   ]);
 }
 
-const TOKEN_CURL = /curl -H '(Authorization: Bearer ([^']+))' '(http:\/\/127\.0\.0\.1:(\d+)\/token\?appid=(wx[0-9a-f]{16}))'/;
+const TOKEN_CURL =
+  /curl -H '(Authorization: Bearer ([^']+))' '(http:\/\/127\.0\.0\.1:(\d+)\/token\?appid=(wx[0-9a-f]{16}))'/;
 
 describe('npm start (local/start.ts)', () => {
   it('with no configuration runs the simulator, prints a curl that works, and stops cleanly on SIGINT', async () => {
@@ -108,7 +109,10 @@ describe('npm start (local/start.ts)', () => {
       body: JSON.stringify({ appid, url: 'https://example.com/page' }),
     });
     expect(jssdk.statusCode).toBe(200);
-    expect(await jssdk.body.json()).toMatchObject({ appId: appid, signature: expect.stringMatching(/^[0-9a-f]{40}$/) });
+    expect(await jssdk.body.json()).toMatchObject({
+      appId: appid,
+      signature: expect.stringMatching(/^[0-9a-f]{40}$/),
+    });
 
     const anonymous = await request(tokenUrl!);
     expect(anonymous.statusCode).toBe(401);
@@ -171,7 +175,9 @@ describe('npm start (local/start.ts)', () => {
   });
 
   it('exits 1 naming the variable when the configuration is invalid', async () => {
-    const started = start(bareEnv({ PORT: '0', WECHAT_APPID: 'not-an-appid', WECHAT_APPSECRET: TEST_SECRET }));
+    const started = start(
+      bareEnv({ PORT: '0', WECHAT_APPID: 'not-an-appid', WECHAT_APPSECRET: TEST_SECRET }),
+    );
     expect(await exitWithin(started, 20_000)).toBe(1);
     expect(started.stderr()).toContain('WECHAT_APPID');
     expect(started.stderr()).not.toContain(TEST_SECRET);

@@ -5,7 +5,7 @@ const { handler } = require(process.env.WTS_BUNDLE);
 const readline = require('node:readline');
 
 process.on('unhandledRejection', (err) => {
-  process.stdout.write(`@@wts ${JSON.stringify({ fatal: `unhandled rejection: ${err && err.name}` })}\n`);
+  process.stdout.write(`@@wts ${JSON.stringify({ fatal: `unhandled rejection: ${err?.name}` })}\n`);
   process.exit(70);
 });
 
@@ -20,7 +20,7 @@ readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   try {
     result = await handler(event, context);
   } catch (err) {
-    result = { thrown: String(err && err.name) };
+    result = { thrown: String(err?.name) };
   }
   process.stdout.write(`@@wts ${JSON.stringify({ id, result, ms: Date.now() - started })}\n`);
 });

@@ -70,7 +70,8 @@ export function track<T>(promise: Promise<T>): { promise: Promise<T>; settled: (
 }
 
 /**
- * The fake time: `clock.now()` returns `t`. `sleep(ms)` advances `t` by `ms` and resolves at once,
+ * The fake time: `clock.now()` returns `t`. `sleep(ms)` advances `t` by `ms` (rounded up to a whole
+ * millisecond, as a real clock would show it) and resolves at once,
  * unless the sleep is gated: then it parks until the test calls `wake()`.
  */
 export class FakeTime {
@@ -87,11 +88,13 @@ export class FakeTime {
 
   readonly sleep: Sleep = (ms) => {
     this.sleeps.push(ms);
+    // A real clock (Date.now) only ever shows whole milliseconds.
+    const elapsedMs = Math.ceil(ms);
     if (!this.gated) {
-      this.t += ms;
+      this.t += elapsedMs;
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.#parked.push({ ms, resolve }));
+    return new Promise((resolve) => this.#parked.push({ ms: elapsedMs, resolve }));
   };
 
   advance(ms: number): void {
@@ -183,7 +186,13 @@ export class FakeWeChat implements WeChatApi {
     type: TicketType,
     options: { deadlineAtMs: number },
   ): Promise<Grant> {
-    const call: TicketCall = { appid, accessToken, type, deadlineAtMs: options.deadlineAtMs, answer: deferred() };
+    const call: TicketCall = {
+      appid,
+      accessToken,
+      type,
+      deadlineAtMs: options.deadlineAtMs,
+      answer: deferred(),
+    };
     this.ticketCalls.push(call);
     this.sequence.push(`ticket:${type}`);
     settle(call.answer, this.ticketResponder(call, this.ticketCalls.length));
@@ -227,7 +236,12 @@ export class RecordingTelemetry implements Telemetry {
   upstreamRetry(upstream: string, reason: string, attempt: number): void {
     this.events.push({ type: 'upstreamRetry', upstream, reason, attempt });
   }
-  lockWait(kind: CredentialKind, appid: string, waitedMs: number, outcome: 'peer' | 'takeover' | 'timeout'): void {
+  lockWait(
+    kind: CredentialKind,
+    appid: string,
+    waitedMs: number,
+    outcome: 'peer' | 'takeover' | 'timeout',
+  ): void {
     this.events.push({ type: 'lockWait', kind, appid, waitedMs, outcome });
   }
   staleServed(kind: CredentialKind, appid: string, reason: string): void {
@@ -247,6 +261,7 @@ export class InstrumentedStore implements KeyValueStore {
   down = false;
   readonly gets: string[] = [];
   readonly sets: { key: string; value: string; ttlSeconds: number }[] = [];
+  readonly adds: string[] = [];
   /** Runs (once) before the next `add`, e.g. to let a peer finish first. */
   beforeAdd: ((key: string) => Promise<void>) | undefined;
 
@@ -269,12 +284,13 @@ export class InstrumentedStore implements KeyValueStore {
     return this.inner.set(key, value, ttlSeconds);
   }
   async add(key: string, value: string, ttlSeconds: number): Promise<boolean> {
-    this.#check();
     const hook = this.beforeAdd;
     if (hook) {
       this.beforeAdd = undefined;
       await hook(key);
     }
+    this.#check();
+    this.adds.push(key);
     return this.inner.add(key, value, ttlSeconds);
   }
   async delete(key: string): Promise<void> {
