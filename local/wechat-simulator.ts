@@ -164,6 +164,8 @@ export interface WeChatSimulator {
   ticketStatus(ticket: string): CredentialStatus;
   /** Details of an access token, or `undefined` if it was never issued here. */
   tokenInfo(token: string): TokenInfo | undefined;
+  /** Every access token issued for `appid` (classic and stable, external rotations included), oldest first. */
+  tokensIssued(appid: string): Array<TokenInfo & { token: string }>;
   /** Every ticket of that app and type issued so far, oldest first. */
   ticketsIssued(appid: string, type: TicketType): IssuedTicket[];
   /**
@@ -458,6 +460,16 @@ class Simulator implements WeChatSimulator {
     };
     if (rec.invalidatedAtMs !== undefined) info.invalidatedAtMs = rec.invalidatedAtMs;
     return info;
+  }
+
+  tokensIssued(appid: string): Array<TokenInfo & { token: string }> {
+    const issued: Array<TokenInfo & { token: string }> = [];
+    for (const [token, rec] of this.tokens) {
+      if (rec.appid !== appid) continue;
+      const info = this.tokenInfo(token);
+      if (info) issued.push({ token, ...info });
+    }
+    return issued;
   }
 
   ticketsIssued(appid: string, type: TicketType): IssuedTicket[] {
