@@ -10,11 +10,13 @@
  *
  * `PORT` (default 3000; `0` picks a free port) sets the port; the server listens on 127.0.0.1 only.
  */
+
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHandler } from '../handler/index.ts';
 import { loadConfig } from '../lib/config.ts';
+import { readBody } from './read-body.ts';
 import { startWeChatSimulator, type WeChatSimulator } from './wechat-simulator.ts';
 
 const HOST = '127.0.0.1';
@@ -110,24 +112,6 @@ function realSetup(): Setup {
       source.kind === 'env' && source.clientKey ? '$WECHAT_CLIENT_KEY' : '<a client key from the secret>',
     appid: source.kind === 'env' ? source.appid : '<appid>',
   };
-}
-
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        reject(new Error('request body too large'));
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
 }
 
 /** The API Gateway HTTP API (payload 2.0) event of a request, as API Gateway builds it. */
@@ -237,7 +221,7 @@ async function serve(handler: Handler, req: IncomingMessage, res: ServerResponse
   const requestId = randomUUID();
   let status = 500;
   try {
-    const body = await readBody(req);
+    const body = await readBody(req, MAX_BODY_BYTES);
     const event = toEventV2(req, body, requestId);
     const context = {
       awsRequestId: requestId,

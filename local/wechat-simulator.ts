@@ -19,9 +19,11 @@
  *
  * @module
  */
+
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { readBody } from './read-body.ts';
 
 /** An app (appid + AppSecret) the simulator knows. */
 export interface SimulatorApp {
@@ -339,24 +341,6 @@ function nonNegativeNumber(name: string, value: number): number {
   return value;
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        reject(new Error('request body too large'));
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
-}
-
 class Simulator implements WeChatSimulator {
   baseUrl = '';
   readonly calls: SimulatorCallCounters = zeroCounters();
@@ -560,7 +544,7 @@ class Simulator implements WeChatSimulator {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const rawBody = await readBody(req);
+    const rawBody = (await readBody(req, MAX_BODY_BYTES)).toString('utf8');
     this.calls.total++;
     const url = new URL(req.url ?? '/', 'http://localhost');
     const endpoint = PATHS[url.pathname];

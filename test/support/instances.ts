@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
+import type { Readable } from 'node:stream';
 import { recordChildOutput } from './capture-output.ts';
 
 export interface Instance {
@@ -26,52 +27,34 @@ export async function spawnInstance(env: Record<string, string>): Promise<Instan
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   const logs: Array<Record<string, unknown>> = [];
   let nextId = 1;
-  let buffer = '';
+  const parseLog = (line: string) => {
+    if (!line.startsWith('{')) return;
+    try {
+      logs.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      // not a log line
+    }
+  };
   let exited: Error | undefined;
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    buffer += chunk;
-    let nl = buffer.indexOf('\n');
-    while (nl !== -1) {
-      const line = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 1);
-      nl = buffer.indexOf('\n');
-      // Protocol lines carry response bodies (tokens by design); everything else is the instance's output.
-      if (!line.startsWith('@@wts ')) recordChildOutput(`${line}\n`);
-      if (line.startsWith('@@wts ')) {
-        const message = JSON.parse(line.slice(6)) as { id?: number; result?: unknown; fatal?: string };
-        if (message.fatal) {
-          for (const p of pending.values()) p.reject(new Error(message.fatal));
-          pending.clear();
-        } else if (message.id !== undefined) {
-          pending.get(message.id)?.resolve(message.result);
-          pending.delete(message.id);
-        }
-      } else if (line.startsWith('{')) {
-        try {
-          logs.push(JSON.parse(line) as Record<string, unknown>);
-        } catch {
-          // not a log line
-        }
-      }
+  onLines(child.stdout, (line) => {
+    // Protocol lines carry response bodies (tokens by design); everything else is the instance's output.
+    if (!line.startsWith('@@wts ')) {
+      recordChildOutput(`${line}\n`);
+      parseLog(line);
+      return;
+    }
+    const message = JSON.parse(line.slice(6)) as { id?: number; result?: unknown; fatal?: string };
+    if (message.fatal) {
+      for (const p of pending.values()) p.reject(new Error(message.fatal));
+      pending.clear();
+    } else if (message.id !== undefined) {
+      pending.get(message.id)?.resolve(message.result);
+      pending.delete(message.id);
     }
   });
-  let errBuffer = '';
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    recordChildOutput(chunk);
-    errBuffer += chunk;
-    let nl = errBuffer.indexOf('\n');
-    while (nl !== -1) {
-      const line = errBuffer.slice(0, nl);
-      errBuffer = errBuffer.slice(nl + 1);
-      nl = errBuffer.indexOf('\n');
-      if (line.startsWith('{')) {
-        try {
-          logs.push(JSON.parse(line) as Record<string, unknown>);
-        } catch {
-          // not a log line
-        }
-      }
-    }
+  onLines(child.stderr, (line) => {
+    recordChildOutput(`${line}\n`);
+    parseLog(line);
   });
   const exitPromise = new Promise<void>((done) =>
     child.on('exit', (code, signal) => {
@@ -101,4 +84,18 @@ export async function spawnInstance(env: Record<string, string>): Promise<Instan
       }
     },
   };
+}
+
+/** Calls `onLine` with each complete line the stream emits. */
+function onLines(stream: Readable | null, onLine: (line: string) => void): void {
+  let buffer = '';
+  stream?.setEncoding('utf8').on('data', (chunk: string) => {
+    buffer += chunk;
+    let nl = buffer.indexOf('\n');
+    while (nl !== -1) {
+      onLine(buffer.slice(0, nl));
+      buffer = buffer.slice(nl + 1);
+      nl = buffer.indexOf('\n');
+    }
+  });
 }

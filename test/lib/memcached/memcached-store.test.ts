@@ -1,7 +1,7 @@
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ServiceError } from '../../../lib/errors.ts';
 import { MemcachedStore, type MemjsLike } from '../../../lib/memcached/memcached-store.ts';
+import { failure } from '../../support/failure.ts';
 
 const TIMEOUT_MS = 60;
 /** `timeoutMs` bounds a whole call, connecting included; allow scheduling slack on a busy machine. */
@@ -18,15 +18,6 @@ async function closedPort(): Promise<number> {
   const port = await listen(server);
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
-}
-
-async function failure(promise: Promise<unknown>): Promise<ServiceError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(ServiceError);
-  return err as ServiceError;
 }
 
 const stores: MemcachedStore[] = [];

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ServiceError } from '../../../lib/errors.ts';
 import type { Credentials } from '../../../lib/secrets/credentials.ts';
 import {
   type ReadSecret,
@@ -10,6 +9,7 @@ import {
   type LocalSecretsManager,
   startLocalSecretsManager,
 } from '../../../local/secrets-manager-endpoint.ts';
+import { failure } from '../../support/failure.ts';
 import { TEST_APPID, TEST_SECRET, TEST_SECRET_ROTATED } from '../../support/secrets.ts';
 
 const SECRET_ID = 'wechat-token-service/test';
@@ -21,15 +21,6 @@ const secretText = (secret: string) => JSON.stringify({ appid: TEST_APPID, secre
 function version(credentials: Credentials): string {
   const secret = credentials.apps.get(TEST_APPID)?.secret;
   return secret === TEST_SECRET ? 'initial' : secret === TEST_SECRET_ROTATED ? 'rotated' : 'other';
-}
-
-async function failure(promise: Promise<unknown>): Promise<ServiceError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(ServiceError);
-  return err as ServiceError;
 }
 
 describe('SecretsManagerCredentials with the real AWS SDK', () => {

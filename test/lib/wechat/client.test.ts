@@ -2,7 +2,7 @@ import { inspect } from 'node:util';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { realSleep, systemClock } from '../../../lib/clock.ts';
 import type { TokenApi } from '../../../lib/config.ts';
-import { type ErrorCode, ServiceError } from '../../../lib/errors.ts';
+import type { ErrorCode, ServiceError } from '../../../lib/errors.ts';
 import {
   AmbiguousUpstreamError,
   type FetchLike,
@@ -14,6 +14,7 @@ import {
   startWeChatSimulator,
   type WeChatSimulator,
 } from '../../../local/wechat-simulator.ts';
+import { failure } from '../../support/failure.ts';
 import { TEST_APPID, TEST_APPID_STABLE, TEST_SECRET, TEST_SECRET_STABLE } from '../../support/secrets.ts';
 
 const CLASSIC_APP = { appid: TEST_APPID, secret: TEST_SECRET };
@@ -51,15 +52,6 @@ function client(baseUrl: string, options: Partial<WeChatClientOptions> = {}): We
 }
 
 const deadline = () => ({ deadlineAtMs: t + 10_000 });
-
-async function failure(promise: Promise<unknown>): Promise<ServiceError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(ServiceError);
-  return err as ServiceError;
-}
 
 /** Whether `text` appears anywhere an error could carry it to a log or a caller. */
 function leaks(err: ServiceError, text: string): boolean {
