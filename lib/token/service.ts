@@ -5,13 +5,14 @@
  *
  *   1. Read the per-instance memory copy; serve it while it is outside the refresh window, younger
  *      than MEMORY_CACHE_SECONDS and still under its guarantee (source `memory`).
- *   2. Read the Memcached record; serve it while it is outside the refresh window (`cache`).
+ *   2. Read the Memcached record; serve it while it is outside the refresh window (`cache`). Requests
+ *      see the window one schedule interval late, so that with steady traffic the schedule refreshes.
  *   3. Inside the window, expired or missing: try the refresh lock (see lock.ts).
  *   4. Lock won: read again (a peer may just have written → `peer`), fetch from WeChat, write the
  *      record with generation + 1 only while still holding the lock, release (`wechat`).
  *   5. Lock lost: serve the current record while it is still valid (`cache`); otherwise poll with
- *      jitter for the winner's write, bounded by the invocation's deadline (`peer`); take over when
- *      the lease lapsed.
+ *      jitter for the winner's write, bounded by the invocation's deadline (`peer`); if the winner
+ *      released without writing, share its failure; take over when the lease lapsed.
  *   6. The fetch failed but the current record is still valid: serve it, warn, count (`stale`).
  *
  * Passive refresh (a consumer saw 40001 with token X): refresh only when X is still the current
@@ -21,7 +22,9 @@
  *
  * Quota protection: upstream calls are counted per appid per WeChat day; a credential, IP or quota
  * failure is remembered in the cache (45009 until the quota day ends) so that no other request or
- * instance repeats it; the last valid token is served meanwhile.
+ * instance repeats it; the last valid token is served meanwhile. An exhausted classic quota turns to
+ * the stable endpoint, and so does a classic call that failed ambiguously (it may have issued a
+ * token: a second classic call would kill the cached one at once).
  *
  * Cache outage: serve the memory copy while valid; otherwise fetch without the shared lock — a stable
  * token (which no classic fetch invalidates) for every app under the default policy — shared by the
@@ -196,6 +199,7 @@ export class TokenService {
     const lock = await this.#lock.acquire(spec.keys.lock);
     if (!lock) return 'in_progress';
     const served = await this.#refreshHolding(spec, ctx, current, lock, { reason: 'schedule' });
+    if (served.source === 'peer') return 'fresh';
     return served.source === 'stale' ? 'served_stale' : 'refreshed';
   }
 

@@ -1347,14 +1347,14 @@ describe('15. the schedule (refreshIfDue)', () => {
     expect(w.wechat.tokenCalls).toHaveLength(0);
   });
 
-  it('does not fetch when a peer refreshed between its read and its lock', async () => {
+  it('does not fetch, and reports fresh, when a peer refreshed between its read and its lock', async () => {
     const w = world();
     await w.a.getAccessToken(w.appid, w.ctx());
     w.time.t = (await w.record()).refreshAtMs;
     w.storeOf('b').beforeAdd = async () => {
       await w.a.getAccessToken(w.appid, w.ctx());
     };
-    expect(await w.b.refreshIfDue(w.appid, 'access_token', w.ctx())).toBe('refreshed');
+    expect(await w.b.refreshIfDue(w.appid, 'access_token', w.ctx())).toBe('fresh');
     expect(w.wechat.tokenCalls).toHaveLength(2);
     expect((await w.record()).writer).toBe('a');
   });
