@@ -40,6 +40,9 @@ describe('cold start across instances', () => {
     );
     expect(bodies).toHaveLength(100);
     expect(world.sim.calls.token + world.sim.calls.stableToken).toBe(1);
+    console.log(
+      `cold start: 4 processes × 25 calls → ${world.sim.calls.token + world.sim.calls.stableToken} fetch`,
+    );
     const tokens = new Set(bodies.map((b) => b.access_token));
     expect(tokens.size).toBe(1);
     for (const token of tokens) expect(world.sim.tokenStatus(token)).toBe('valid');
@@ -263,6 +266,9 @@ describe('short-lived tokens under steady load', () => {
         );
       }
       expect(bad).toEqual([]);
+      console.log(
+        `short-lived tokens: ${served} served over 45 s, ${world.sim.calls.token} WeChat fetches, 0 invalidated`,
+      );
       expect(world.sim.calls.token).toBeGreaterThanOrEqual(3);
       expect(world.sim.calls.token).toBeLessThanOrEqual(6);
     } finally {
@@ -318,6 +324,10 @@ describe('the expires_in promise', () => {
       }
       expect(promised.size).toBeGreaterThanOrEqual(4);
       expect(broken).toEqual([]);
+      const slack = [...promised].map(([token, at]) => world.sim.tokenInfo(token)!.deadAtMs - at * 1000);
+      console.log(
+        `promise: ${promised.size} tokens, ${passiveAccepted} passive refreshes; death − promise min ${Math.min(...slack)} ms`,
+      );
     } finally {
       world.sim.setTokenLifetime(7200);
     }

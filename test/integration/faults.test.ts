@@ -98,9 +98,21 @@ describe('memcached frozen (SIGSTOP) for 6 s under load', () => {
     const frozenUntil = Date.now() + 6000;
     const slowest: number[] = [];
     const results: Body[] = [];
+    // A cold instance during the freeze must go to the (frozen) cache: its calls time out quickly.
+    const [coldDuringFreeze] = await spawn(1, e);
+    const coldLatencies: number[] = [];
+    const coldBodies: Body[] = [];
     try {
-      await Promise.all(
-        procs.map(async (p) => {
+      await Promise.all([
+        (async () => {
+          for (let i = 0; i < 10; i++) {
+            const started = Date.now();
+            coldBodies.push(await coldDuringFreeze!.invoke<Body>({ appid: TEST_APPID }, 3000));
+            coldLatencies.push(Date.now() - started);
+            await sleep(300);
+          }
+        })(),
+        ...procs.map(async (p) => {
           while (Date.now() < frozenUntil) {
             const started = Date.now();
             results.push(await p.invoke<Body>({ appid: TEST_APPID }, 3000));
@@ -108,12 +120,22 @@ describe('memcached frozen (SIGSTOP) for 6 s under load', () => {
             await sleep(20);
           }
         }),
-      );
+      ]);
     } finally {
       memcached.resume();
     }
     expect(results.length).toBeGreaterThan(100);
     expect(results.every((b) => b.access_token === first.access_token)).toBe(true);
+    console.log(
+      `frozen memcached: warm ${results.length} requests, slowest ${Math.max(...slowest)} ms; cold ${coldBodies.length} requests, ` +
+        `latencies ${coldLatencies.join('/')} ms; classic fetches ${world.sim.calls.token}, stable ${world.sim.calls.stableToken}`,
+    );
+    for (const body of coldBodies) {
+      if (body.access_token) expect(world.sim.tokenStatus(body.access_token)).toBe('valid');
+      else expect(body.error?.code).toBe('cache_unavailable');
+    }
+    // 200 ms timeout per cache call, and the adapter fails fast after the first: well inside the 3 s.
+    expect(Math.max(...coldLatencies)).toBeLessThan(1500);
     expect(Math.max(...slowest)).toBeLessThan(1000);
     expect(world.sim.calls.token).toBeLessThanOrEqual(1);
 
@@ -179,6 +201,7 @@ describe('WeChat faults', () => {
     );
     for (const body of burst) expect(body.error.code).toBe('wechat_ip_not_whitelisted');
     expect(world.sim.calls.total).toBeLessThanOrEqual(2 + 6);
+    console.log(`40164: 21 requests on 2 instances → ${world.sim.callsFor(TEST_APPID_2).total} calls`);
     expect(world.sim.callsFor(TEST_APPID_2).total).toBeLessThanOrEqual(6);
   });
 
@@ -192,6 +215,9 @@ describe('WeChat faults', () => {
       expect(body.error.code).toBe('wechat_quota_exhausted');
       expect(body.error.message).toContain('clear_quota/v2');
     }
+    console.log(
+      `45009: 21 requests → ${world.sim.calls.token} classic + ${world.sim.calls.stableToken} stable calls`,
+    );
     expect(world.sim.calls.token + world.sim.calls.stableToken).toBeLessThanOrEqual(3);
   });
 
@@ -210,6 +236,7 @@ describe('WeChat faults', () => {
       expect(world.sim.calls.token).toBe(1);
       world.sim.clearFaults();
     }
+    console.log(`deadline margins (ms): ${margins.join(', ')}`);
     expect(Math.min(...margins)).toBeGreaterThanOrEqual(20);
   });
 });

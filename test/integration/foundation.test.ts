@@ -296,3 +296,91 @@ describe('quota exhausted on the classic endpoint', () => {
     }
   });
 });
+
+describe('the deployable bundle', () => {
+  it('runs from a directory where nothing else can be resolved, and importing it does no I/O', async () => {
+    const { mkdtempSync, copyFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const dir = mkdtempSync(join(tmpdir(), 'wts-dist-'));
+    try {
+      copyFileSync('dist/index.js', join(dir, 'index.js'));
+      world.sim.resetCounters();
+      const script = `
+        const started = Date.now();
+        const { handler } = require('./index.js');
+        const imported = Date.now() - started;
+        handler({ appid: '${TEST_APPID}' }, { getRemainingTimeInMillis: () => 5000 }).then((body) => {
+          process.stdout.write('@@' + JSON.stringify({ imported, keys: Object.keys(body).sort(), error: body.error?.code }) + '\\n');
+          process.exit(0);
+        });`;
+      // Asynchronously: the simulator answering it lives in this process.
+      const { stdout: out } = await promisify(execFile)(process.execPath, ['-e', script], {
+        cwd: dir,
+        env: {
+          PATH: process.env.PATH ?? '',
+          WECHAT_APPID: TEST_APPID,
+          WECHAT_APPSECRET: TEST_SECRET,
+          WECHAT_API_BASE_URL: world.sim.baseUrl,
+          MEMCACHED_SERVERS: world.memcachedAddress,
+          CACHE_KEY_PREFIX: 'isolated',
+        },
+        encoding: 'utf8',
+      });
+      const result = JSON.parse(
+        out
+          .split('\n')
+          .find((l) => l.startsWith('@@'))!
+          .slice(2),
+      ) as { keys: string[]; error?: string };
+      expect(result.error).toBeUndefined();
+      expect(result.keys).toEqual(['access_token', 'expires_at', 'expires_in']);
+      expect(world.sim.calls.token).toBe(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('writes one structured log line per invocation and EMF metrics, with a fingerprint instead of the token', async () => {
+    const [instance] = [await spawnInstance(world.env({ CACHE_KEY_PREFIX: 'observe1' }))];
+    try {
+      const body = await instance!.invoke<TokenBody>({ appid: TEST_APPID });
+      await instance!.invoke<TokenBody>({ appid: TEST_APPID });
+      const lines = instance!.logs();
+      const invocations = lines.filter((l) => l.message === 'invocation');
+      expect(invocations).toHaveLength(2);
+      for (const line of invocations) {
+        expect(line).toMatchObject({
+          event: 'invoke',
+          operation: 'get_token',
+          appid: TEST_APPID,
+          code: 'ok',
+          level: 'INFO',
+        });
+        expect(typeof line.durationMs).toBe('number');
+        expect(line.fingerprint).toMatch(/^[0-9a-f]{10}$/);
+        expect(JSON.stringify(line)).not.toContain(body.access_token);
+      }
+      expect(invocations.map((l) => l.source)).toEqual(['wechat', 'memory']);
+      const emf = lines.filter((l) => typeof l._aws === 'object');
+      const served = emf.filter((l) => l.Served === 1);
+      expect(served.map((l) => l.source)).toEqual(['wechat', 'memory']);
+      const namespaces = new Set(
+        emf.flatMap((l) =>
+          (l._aws as { CloudWatchMetrics: Array<{ Namespace: string }> }).CloudWatchMetrics.map(
+            (m) => m.Namespace,
+          ),
+        ),
+      );
+      expect(namespaces).toEqual(new Set(['WeChatTokenService']));
+      expect(emf.find((l) => l.UpstreamFetches === 1)).toMatchObject({
+        upstream: 'token',
+        reason: 'missing',
+      });
+    } finally {
+      await instance!.close();
+    }
+  });
+});
