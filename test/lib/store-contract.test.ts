@@ -140,15 +140,16 @@ function storeContract(name: string, target: ContractTarget): void {
     });
 
     it('forgets a key after its TTL, after which add and increment start over; a counter keeps its first TTL', async () => {
-      await store.set(key('short'), 'v', 1);
-      await store.add(key('short-add'), 'v', 1);
+      // 2-second TTLs: memcached's clock ticks in whole seconds, so a 1-second TTL can lapse at once.
+      await store.set(key('short'), 'v', 2);
+      await store.add(key('short-add'), 'v', 2);
       await store.set(key('long'), 'stays', 60);
-      expect(await store.increment(key('counter'), 1)).toBe(1);
+      expect(await store.increment(key('counter'), 2)).toBe(1);
       // The TTL of an existing counter is not extended by later increments.
       expect(await store.increment(key('counter'), 3600)).toBe(2);
       expect(await store.get(key('short'))).toBe('v');
 
-      await target.elapse(2100);
+      await target.elapse(3100);
 
       expect(await store.get(key('short'))).toBeNull();
       expect(await store.get(key('short-add'))).toBeNull();
