@@ -333,12 +333,18 @@ describe('npm run package (stage dev, default params)', () => {
     });
   });
 
-  it('alarms on crashes, 5xx answers, WeChat errors of any errcode and stale access tokens; no actions without a topic', () => {
+  it('alarms on crashes, an invalid configuration, 5xx answers, WeChat errors of any errcode and stale access tokens; no actions without a topic', () => {
     const alarms = Object.fromEntries(
       ofType(dev.template, 'AWS::CloudWatch::Alarm').map(([id, r]) => [id, r.Properties]),
     );
     expect(Object.keys(alarms).sort()).toEqual(
-      ['FunctionErrorsAlarm', 'ServerErrorsAlarm', 'StaleTokenServedAlarm', 'UpstreamErrorsAlarm'].sort(),
+      [
+        'ConfigurationInvalidAlarm',
+        'FunctionErrorsAlarm',
+        'ServerErrorsAlarm',
+        'StaleTokenServedAlarm',
+        'UpstreamErrorsAlarm',
+      ].sort(),
     );
     const anyOccurrence = {
       EvaluationPeriods: 1,
@@ -352,6 +358,21 @@ describe('npm run package (stage dev, default params)', () => {
       MetricName: 'Errors',
       Dimensions: [{ Name: 'FunctionName', Value: { Ref: 'TokenLambdaFunction' } }],
       Statistic: 'Sum',
+    });
+    expect(alarms.ConfigurationInvalidAlarm).toMatchObject({
+      ...anyOccurrence,
+      Namespace: 'WeChatTokenService',
+      MetricName: 'ConfigurationInvalid',
+    });
+    // The metric comes from the one JSON line an invalid configuration logs (handler/index.ts).
+    const filters = ofType(dev.template, 'AWS::Logs::MetricFilter');
+    expect(filters).toHaveLength(1);
+    expect(filters[0]?.[1].Properties).toMatchObject({
+      LogGroupName: { Ref: 'TokenLogGroup' },
+      FilterPattern: '{ $.message = "configuration invalid" }',
+      MetricTransformations: [
+        { MetricNamespace: 'WeChatTokenService', MetricName: 'ConfigurationInvalid', MetricValue: '1' },
+      ],
     });
     expect(alarms.ServerErrorsAlarm).toMatchObject({
       ...anyOccurrence,

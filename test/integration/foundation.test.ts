@@ -384,3 +384,25 @@ describe('the deployable bundle', () => {
     }
   });
 });
+
+describe('an invalid configuration', () => {
+  it('answers config_invalid naming the variable on every channel, and logs the one line the alarm counts', async () => {
+    const instance = await spawnInstance({
+      MEMCACHED_SERVERS: 'my-cache.serverless.use1.cache.amazonaws.com:11211',
+      WECHAT_SECRET_ID: 'x',
+    });
+    try {
+      const body = await instance.invoke<ErrorBody>({ appid: TEST_APPID });
+      expect(body.error.code).toBe('config_invalid');
+      expect(body.error.message).toContain('MEMCACHED_SERVERS');
+      expect(body.error.message).toContain('TLS');
+      const http = await instance.invoke<Proxy>(httpV2('GET', '/healthz'));
+      expect(http.statusCode).toBe(500);
+      const lines = instance.logs().filter((l) => l.message === 'configuration invalid');
+      expect(lines).toHaveLength(2);
+      expect(lines[0]).toMatchObject({ level: 'ERROR', code: 'config_invalid' });
+    } finally {
+      await instance.close();
+    }
+  });
+});
