@@ -30,12 +30,3 @@ export interface Telemetry {
   staleServed(kind: CredentialKind, appid: string, reason: string): void;
   warn(message: string, attributes: Record<string, unknown>): void;
 }
-
-export const silentTelemetry: Telemetry = {
-  upstreamCall() {},
-  upstreamError() {},
-  upstreamRetry() {},
-  lockWait() {},
-  staleServed() {},
-  warn() {},
-};

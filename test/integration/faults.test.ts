@@ -5,8 +5,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type MemcachedProcess, startMemcached } from '../../local/memcached-server.ts';
-import { credentialsSecret, SECRET_ID, startWorld, type World } from '../support/fixtures.ts';
-import { type Instance, spawnInstance } from '../support/instances.ts';
+import { credentialsSecret, SECRET_ID, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
+import { instancePool } from '../support/instances.ts';
 import { TEST_APPID, TEST_APPID_2, TEST_SECRET_ROTATED } from '../support/secrets.ts';
 
 type TokenBody = { access_token: string; expires_in: number; expires_at: number };
@@ -15,14 +15,15 @@ type Body = Partial<TokenBody> & Partial<ErrorBody>;
 
 let world: World;
 let memcached: MemcachedProcess;
-let instances: Instance[] = [];
+const pool = instancePool();
+const spawn = pool.spawn;
+const unique = uniquePrefix;
 beforeAll(async () => {
   world = await startWorld();
   memcached = await startMemcached();
 });
 afterEach(async () => {
-  await Promise.all(instances.map((i) => i.close()));
-  instances = [];
+  await pool.closeAll();
   world.sim.clearFaults();
   world.sim.resetCounters();
 });
@@ -31,14 +32,7 @@ afterAll(async () => {
   await world.close();
 });
 
-const unique = (prefix: string) => `${prefix}${Math.random().toString(36).slice(2, 8)}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function spawn(n: number, env: Record<string, string>): Promise<Instance[]> {
-  const spawned = await Promise.all(Array.from({ length: n }, () => spawnInstance(env)));
-  instances.push(...spawned);
-  return spawned;
-}
 
 function env(extra: Record<string, string> = {}) {
   return world.env({ MEMCACHED_SERVERS: memcached.address, CACHE_KEY_PREFIX: unique('f'), ...extra });

@@ -5,8 +5,8 @@
 import { createHash } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHandler } from '../../handler/index.ts';
-import { bearer, httpV2, startWorld, type World } from '../support/fixtures.ts';
-import { type Instance, spawnInstance } from '../support/instances.ts';
+import { bearer, httpV2, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
+import { instancePool } from '../support/instances.ts';
 import { CLIENT_KEY, TEST_APPID } from '../support/secrets.ts';
 
 type Config = { appId: string; timestamp: number; nonceStr: string; signature: string };
@@ -15,20 +15,18 @@ type TokenBody = { access_token: string };
 type ErrorBody = { error: { code: string; message: string } };
 
 let world: World;
-let instances: Instance[] = [];
+const pool = instancePool();
+const unique = uniquePrefix;
 beforeAll(async () => {
   world = await startWorld();
 });
 afterEach(async () => {
-  await Promise.all(instances.map((i) => i.close()));
-  instances = [];
+  await pool.closeAll();
   world.sim.clearFaults();
 });
 afterAll(async () => {
   await world.close();
 });
-
-const unique = (prefix: string) => `${prefix}${Math.random().toString(36).slice(2, 8)}`;
 
 /** Independent of the service's code: the official algorithm, spelled out. */
 function sign(ticket: string, config: Config, url: string): string {
@@ -46,7 +44,7 @@ function signedWith(config: Config, url: string, sim = world.sim): string | unde
 describe('jssdk_config', () => {
   it('100 calls across 3 processes make 1 getticket call, and every signature verifies against the issued ticket', async () => {
     const env = world.env({ CACHE_KEY_PREFIX: unique('jssdk') });
-    instances = await Promise.all([1, 2, 3].map(() => spawnInstance(env)));
+    const instances = await pool.spawn(3, env);
     world.sim.resetCounters();
     const url = 'https://shop.example.com/pay?order=42&from=Share%20Link';
     const configs = await Promise.all(
@@ -169,7 +167,7 @@ describe('tickets', () => {
     try {
       const sim = own.sim;
       const env = own.env({ CACHE_KEY_PREFIX: unique('short') });
-      instances = await Promise.all([1, 2].map(() => spawnInstance(env)));
+      const instances = await pool.spawn(2, env);
       sim.resetCounters();
       const url = 'https://example.com/page';
       const endAt = Date.now() + 26_000;

@@ -135,3 +135,6 @@ export function httpV1(
 }
 
 export const bearer = (key: string) => ({ Authorization: `Bearer ${key}` });
+
+/** A cache key prefix of its own for one test, so tests never see each other's records. */
+export const uniquePrefix = (prefix: string) => `${prefix}${randomBytes(3).toString('hex')}`;

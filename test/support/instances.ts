@@ -99,3 +99,23 @@ function onLines(stream: Readable | null, onLine: (line: string) => void): void 
     }
   });
 }
+
+/**
+ * The instances one test file spawns: `spawn` starts them, `closeAll` (in afterEach) stops them all,
+ * so no process outlives its test.
+ */
+export function instancePool() {
+  let live: Instance[] = [];
+  return {
+    async spawn(n: number, env: Record<string, string>): Promise<Instance[]> {
+      const spawned = await Promise.all(Array.from({ length: n }, () => spawnInstance(env)));
+      live.push(...spawned);
+      return spawned;
+    },
+    async closeAll(): Promise<void> {
+      const closing = live;
+      live = [];
+      await Promise.all(closing.map((i) => i.close()));
+    },
+  };
+}
