@@ -192,9 +192,12 @@ describe('a crashed lock holder', () => {
     expect(world.sim.calls.token).toBe(2);
     // It waited for the lease (3 s from the holder's add), not for its whole deadline.
     expect(waitedMs).toBeLessThan(4000);
-    const takeover = survivor!
-      .logs()
-      .find((l) => l.message === 'waited for a peer instance holding the refresh lock');
+    // A WARN line travels on stderr, which is not ordered with the reply on stdout: wait for it.
+    const isTakeover = (l: Record<string, unknown>) =>
+      l.message === 'waited for a peer instance holding the refresh lock';
+    for (let i = 0; i < 100 && !survivor!.logs().some(isTakeover); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    const takeover = survivor!.logs().find(isTakeover);
     expect(takeover?.outcome).toBe('takeover');
     // The dead holder's request still reaches WeChat late and issues a token, as a real one could:
     // let it land here (on this test's own appid) rather than during a later test.

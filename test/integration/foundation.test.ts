@@ -391,18 +391,21 @@ describe('an invalid configuration', () => {
       MEMCACHED_SERVERS: 'my-cache.serverless.use1.cache.amazonaws.com:11211',
       WECHAT_SECRET_ID: 'x',
     });
+    let body: ErrorBody;
+    let http: Proxy;
     try {
-      const body = await instance.invoke<ErrorBody>({ appid: TEST_APPID });
-      expect(body.error.code).toBe('config_invalid');
-      expect(body.error.message).toContain('MEMCACHED_SERVERS');
-      expect(body.error.message).toContain('TLS');
-      const http = await instance.invoke<Proxy>(httpV2('GET', '/healthz'));
-      expect(http.statusCode).toBe(500);
-      const lines = instance.logs().filter((l) => l.message === 'configuration invalid');
-      expect(lines).toHaveLength(2);
-      expect(lines[0]).toMatchObject({ level: 'ERROR', code: 'config_invalid' });
+      body = await instance.invoke<ErrorBody>({ appid: TEST_APPID });
+      http = await instance.invoke<Proxy>(httpV2('GET', '/healthz'));
     } finally {
+      // Closed first: the log line goes to stderr, which is not ordered with the replies on stdout.
       await instance.close();
     }
+    expect(body.error.code).toBe('config_invalid');
+    expect(body.error.message).toContain('MEMCACHED_SERVERS');
+    expect(body.error.message).toContain('TLS');
+    expect(http.statusCode).toBe(500);
+    const lines = instance.logs().filter((l) => l.message === 'configuration invalid');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatchObject({ level: 'ERROR', code: 'config_invalid' });
   });
 });

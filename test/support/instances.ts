@@ -56,6 +56,7 @@ export async function spawnInstance(env: Record<string, string>): Promise<Instan
     recordChildOutput(`${line}\n`);
     parseLog(line);
   });
+  const streamsClosed = new Promise<void>((done) => child.on('close', () => done()));
   const exitPromise = new Promise<void>((done) =>
     child.on('exit', (code, signal) => {
       exited = new Error(`instance ${child.pid} exited (${code ?? signal})`);
@@ -82,6 +83,8 @@ export async function spawnInstance(env: Record<string, string>): Promise<Instan
         await exitPromise;
         clearTimeout(timer);
       }
+      // 'close' comes after the child's stdout and stderr have ended: every line is read by then.
+      await streamsClosed;
     },
   };
 }
