@@ -24,8 +24,8 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { type MemcachedProcess, startMemcached } from '../local/memcached-server.ts';
-import { startLocalSecretsManager } from '../local/secrets-manager-endpoint.ts';
-import { startWeChatSimulator, type WeChatSimulator } from '../local/wechat-simulator.ts';
+import { startLocalSecretsManager } from '../local/stand-ins/secrets-manager-endpoint.ts';
+import { startWeChatSimulator, type WeChatSimulator } from '../local/stand-ins/wechat-simulator.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
@@ -112,8 +112,7 @@ function startWorker(
   let stderr = '';
   const onLine = (line: string) => {
     const match = /"source":"([a-z]+)"/.exec(line);
-    if (match?.[1] && line.includes('"message":"invocation"'))
-      sources[match[1]] = (sources[match[1]] ?? 0) + 1;
+    if (match?.[1] && line.includes('"event":"invocation"')) sources[match[1]] = (sources[match[1]] ?? 0) + 1;
     if (options.keepLines) stdoutLines.push(line);
   };
   const onChunk = (chunk: string) => {

@@ -1,77 +1,102 @@
+/**
+ * What the handler needs, built once per container on the first invocation that needs it (importing
+ * the handler does no I/O) and reused by every later invocation. Tests and harnesses pass overrides;
+ * everything defaults to the real thing, configured from the environment.
+ */
 import { randomUUID } from 'node:crypto';
-import { type Clock, realSleep, type Sleep, systemClock } from '../lib/clock.ts';
+import { systemClock } from '../lib/clock.ts';
 import { type Config, loadConfig } from '../lib/config.ts';
-import { MemcachedStore } from '../lib/memcached/memcached-store.ts';
-import { MemoryStore } from '../lib/memory/memory-store.ts';
-import { type CredentialsProvider, StaticCredentials } from '../lib/secrets/credentials.ts';
+import type { Clock, KeyValueStore, SecretSource, WeChatApi } from '../lib/ports.ts';
+import { StaticCredentials } from '../lib/secrets/credentials.ts';
 import { type ReadSecret, SecretsManagerCredentials, sdkReadSecret } from '../lib/secrets/secrets-manager.ts';
-import type { KeyValueStore } from '../lib/store.ts';
+import { MemcachedStore } from '../lib/store/memcached.ts';
+import { MemoryStore } from '../lib/store/memory.ts';
+import { EventLog } from '../lib/telemetry/log.ts';
 import { TokenService } from '../lib/token/service.ts';
 import { type FetchLike, WeChatClient } from '../lib/wechat/client.ts';
-import { createObservability, type Observability } from './observe.ts';
 
-/** What the handler needs, built once per container on first use (never at import). */
 export interface Container {
   config: Config;
   clock: Clock;
   store: KeyValueStore;
-  credentials: CredentialsProvider;
+  secrets: SecretSource;
   service: TokenService;
-  observability: Observability;
+  log: EventLog;
 }
 
-/** Seams for harnesses: everything defaults to the real thing. */
-export interface HandlerOptions {
+/** Stand-ins for tests and harnesses. */
+export interface ContainerOverrides {
+  /** The environment to configure from (default: process.env). */
   env?: Record<string, string | undefined>;
   clock?: Clock;
-  sleep?: Sleep;
-  fetch?: FetchLike;
+  /** Shared state instead of the one MEMCACHED_SERVERS names. */
+  store?: KeyValueStore;
+  /** The credentials instead of Secrets Manager or the environment. */
+  secrets?: SecretSource;
+  /** The Secrets Manager call (the real SDK by default). */
   readSecret?: ReadSecret;
+  /** WeChat instead of WECHAT_API_BASE_URL. */
+  wechat?: WeChatApi;
+  /** The HTTP call the WeChat client makes. */
+  fetch?: FetchLike;
+  /** Where log lines go (default: stdout). */
+  writeLog?: (line: string) => void;
 }
 
-export function buildContainer(options: HandlerOptions): Container {
-  const config = loadConfig(options.env ?? process.env);
-  const clock = options.clock ?? systemClock;
-  const sleep = options.sleep ?? realSleep;
-  const observability = createObservability(config.logLevel);
-  const { logger, telemetry } = observability;
-  const store: KeyValueStore = config.memcachedServers
-    ? new MemcachedStore({
-        servers: config.memcachedServers,
-        timeoutMs: config.memcachedTimeoutMs,
-        onDiagnostic: (message) => logger.debug('memcached client', { detail: message }),
-      })
-    : new MemoryStore(clock);
-  const source = config.credentials;
-  const credentials: CredentialsProvider =
-    source.kind === 'secrets_manager'
-      ? new SecretsManagerCredentials({
-          secretId: source.secretId,
-          cacheSeconds: config.secretCacheSeconds,
-          clock,
-          readSecret: options.readSecret ?? sdkReadSecret(),
-        })
-      : new StaticCredentials(
-          { appid: source.appid, secret: source.secret, tokenApi: source.tokenApi, tickets: source.tickets },
-          source.clientKey,
-        );
-  const wechat = new WeChatClient({
-    baseUrl: config.wechatApiBaseUrl,
-    attemptTimeoutMs: config.upstreamTimeoutMs,
-    clock,
-    sleep,
-    ...(options.fetch ? { fetch: options.fetch } : {}),
-    onRetry: (endpoint, reason, attempt) => telemetry.upstreamRetry(endpoint, reason, attempt),
+/** Throws `config_invalid` naming the variable to fix. */
+export function buildContainer(overrides: ContainerOverrides = {}): Container {
+  const config = loadConfig(overrides.env);
+  const clock = overrides.clock ?? systemClock;
+  const log = new EventLog({
+    level: config.logLevel,
+    now: () => clock.now(),
+    ...(overrides.writeLog ? { write: overrides.writeLog } : {}),
   });
+  const store = overrides.store ?? buildStore(config, clock, log);
+  const secrets = overrides.secrets ?? buildSecrets(config, clock, overrides.readSecret);
+  const wechat =
+    overrides.wechat ??
+    new WeChatClient({
+      baseUrl: config.wechatApiBaseUrl,
+      attemptTimeoutMs: config.upstreamTimeoutMs,
+      clock,
+      ...(overrides.fetch ? { fetch: overrides.fetch } : {}),
+      onRetry: (upstream, reason, attempt) =>
+        log.emit({ event: 'upstream.retry', upstream, reason, attempt }),
+    });
   const service = new TokenService({
     store,
-    credentials,
+    secrets,
     wechat,
     clock,
-    sleep,
-    telemetry,
+    telemetry: log,
     settings: config,
     instanceId: randomUUID().slice(0, 8),
   });
-  return { config, clock, store, credentials, service, observability };
+  return { config, clock, store, secrets, service, log };
+}
+
+function buildStore(config: Config, clock: Clock, log: EventLog): KeyValueStore {
+  if (!config.memcachedServers) return new MemoryStore(clock);
+  return new MemcachedStore({
+    servers: config.memcachedServers,
+    timeoutMs: config.memcachedTimeoutMs,
+    onDiagnostic: (detail) => log.emit({ event: 'cache.diagnostic', detail }),
+  });
+}
+
+function buildSecrets(config: Config, clock: Clock, readSecret: ReadSecret | undefined): SecretSource {
+  const source = config.credentials;
+  if (source.kind === 'secrets_manager') {
+    return new SecretsManagerCredentials({
+      secretId: source.secretId,
+      cacheSeconds: config.secretCacheSeconds,
+      clock,
+      readSecret: readSecret ?? sdkReadSecret(),
+    });
+  }
+  return new StaticCredentials(
+    { appid: source.appid, secret: source.secret, tokenApi: source.tokenApi, tickets: source.tickets },
+    source.clientKey,
+  );
 }

@@ -1,22 +1,52 @@
-/** Direct invoke (another Lambda): the event is the request, the result is the body itself. */
-import { ServiceError } from '../lib/errors.ts';
-import type { CallContext } from '../lib/token/service.ts';
+/**
+ * Direct invoke (another Lambda, authorised by IAM): the event is the request, the result is the body
+ * itself — a token, ticket or wx.config body, or `{error}`; never a thrown error.
+ */
+import type { CallContext } from '../lib/domain.ts';
+import { ServiceError, toServiceError } from '../lib/errors.ts';
 import type { Container } from './container.ts';
-import { OPERATIONS, type Operation, parseRequest } from './input.ts';
-import { type OperationResult, runOperation } from './operations.ts';
+import { logInvocation } from './invocation-log.ts';
+import { OPERATIONS, type Operation, parseRequest, type Request, runOperation } from './operations.ts';
 
 export async function handleInvoke(
-  event: Record<string, unknown>,
+  event: unknown,
   container: Container,
   ctx: CallContext,
-): Promise<OperationResult> {
-  const action = event.action ?? 'get_token';
+  startedAtMs: number,
+): Promise<unknown> {
+  let request: Request | undefined;
+  try {
+    request = parseInvoke(event);
+    const result = await runOperation(container.service, request, ctx, container.clock);
+    logInvocation(container.log, 'invoke', startedAtMs, {
+      operation: request.operation,
+      appid: request.appid,
+      served: result.served,
+    });
+    return result.body;
+  } catch (err) {
+    const error = toServiceError(err);
+    logInvocation(container.log, 'invoke', startedAtMs, {
+      operation: request?.operation,
+      appid: request?.appid,
+      error,
+    });
+    return error.toBody();
+  }
+}
+
+/** `{action?, …fields}`: the action defaults to get_token. Throws `invalid_request`. */
+function parseInvoke(event: unknown): Request {
+  if (typeof event !== 'object' || event === null || Array.isArray(event)) {
+    throw new ServiceError('invalid_request', 'the event must be a JSON object such as {"appid":"wx…"}');
+  }
+  const fields = event as Record<string, unknown>;
+  const action = fields.action ?? 'get_token';
   if (typeof action !== 'string' || !(OPERATIONS as readonly string[]).includes(action)) {
     throw new ServiceError(
       'invalid_request',
       `action must be one of ${OPERATIONS.join(', ')} (default get_token)`,
     );
   }
-  const request = parseRequest(action as Operation, event);
-  return runOperation(container.service, request, ctx, () => container.clock.now());
+  return parseRequest(action as Operation, fields);
 }

@@ -1,6 +1,77 @@
-import { jsapiSignature, newNonce } from '../lib/jssdk/signature.ts';
-import type { CallContext, Served, TokenService } from '../lib/token/service.ts';
-import type { Request } from './input.ts';
+/**
+ * The operations every channel offers (direct invoke `action`, or the HTTP route): their input,
+ * validated field by field, and their bodies. The ticket leaves the service only through get_ticket.
+ */
+import { APPID_PATTERN, type CallContext, type Served, type TicketType } from '../lib/domain.ts';
+import { ServiceError } from '../lib/errors.ts';
+import { jsapiSignature, newNonce, pageUrlForSignature } from '../lib/jssdk/signature.ts';
+import type { Clock } from '../lib/ports.ts';
+import type { TokenService } from '../lib/token/service.ts';
+
+/** The operations every channel offers (direct invoke `action`, or the HTTP route). */
+export type Operation = 'get_token' | 'refresh_token' | 'get_ticket' | 'jssdk_config';
+
+export const OPERATIONS: readonly Operation[] = ['get_token', 'refresh_token', 'get_ticket', 'jssdk_config'];
+
+/** Validated input of one operation. */
+export type Request =
+  | { operation: 'get_token'; appid: string }
+  | { operation: 'refresh_token'; appid: string; invalidToken: string }
+  | { operation: 'get_ticket'; appid: string; type: TicketType }
+  | { operation: 'jssdk_config'; appid: string; url: string };
+
+/** Validates the fields of an operation; every failure is `invalid_request` naming the field. */
+export function parseRequest(operation: Operation, fields: Record<string, unknown>): Request {
+  const appid = parseAppid(fields.appid);
+  switch (operation) {
+    case 'get_token':
+      return { operation, appid };
+    case 'refresh_token':
+      return { operation, appid, invalidToken: parseToken(fields.invalid_token) };
+    case 'get_ticket':
+      return { operation, appid, type: parseTicketType(fields.type) };
+    case 'jssdk_config':
+      return { operation, appid, url: pageUrlForSignature(fields.url) };
+  }
+}
+
+export function parseAppid(value: unknown): string {
+  if (value === undefined || value === null || value === '') {
+    throw new ServiceError(
+      'invalid_request',
+      'appid is required: the WeChat appid, "wx" followed by 16 hex digits',
+    );
+  }
+  if (typeof value !== 'string' || !APPID_PATTERN.test(value)) {
+    throw new ServiceError(
+      'invalid_request',
+      'appid must be a WeChat appid: "wx" followed by 16 lower-case hex digits',
+    );
+  }
+  return value;
+}
+
+function parseToken(value: unknown): string {
+  if (
+    typeof value !== 'string' ||
+    value.length === 0 ||
+    value.length > 2048 ||
+    !/^[\x21-\x7e]+$/.test(value)
+  ) {
+    throw new ServiceError(
+      'invalid_request',
+      'invalid_token must be the access token WeChat rejected (a string of up to 2048 printable characters)',
+    );
+  }
+  return value;
+}
+
+function parseTicketType(value: unknown): TicketType {
+  if (value !== 'jsapi' && value !== 'wx_card') {
+    throw new ServiceError('invalid_request', 'type must be "jsapi" (JS-SDK) or "wx_card" (card api_ticket)');
+  }
+  return value;
+}
 
 /** The token body: WeChat's own shape plus an absolute expiry. */
 export interface TokenBody {
@@ -25,12 +96,12 @@ export interface OperationResult {
   served: Served;
 }
 
-/** Runs one validated operation against the service. The ticket leaves only through get_ticket. */
+/** Runs one validated operation against the service. */
 export async function runOperation(
   service: TokenService,
   request: Request,
   ctx: CallContext,
-  nowMs: () => number,
+  clock: Pick<Clock, 'now'>,
 ): Promise<OperationResult> {
   switch (request.operation) {
     case 'get_token': {
@@ -50,7 +121,7 @@ export async function runOperation(
     }
     case 'jssdk_config': {
       const served = await service.getTicket(request.appid, 'jsapi', ctx);
-      const timestamp = Math.floor(nowMs() / 1000);
+      const timestamp = Math.floor(clock.now() / 1000);
       const nonceStr = newNonce();
       const signature = jsapiSignature(served.value, nonceStr, timestamp, request.url);
       return { body: { appId: request.appid, timestamp, nonceStr, signature }, served };

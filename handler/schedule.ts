@@ -1,24 +1,45 @@
 /** EventBridge schedule: proactive refresh of every configured app, so user traffic rarely waits on WeChat. */
+import { type CallContext, type TokenKind, ticketKind } from '../lib/domain.ts';
 import { toServiceError } from '../lib/errors.ts';
-import { type CredentialKind, ticketKind } from '../lib/token/record.ts';
-import type { CallContext, ScheduledOutcome } from '../lib/token/service.ts';
+import type { ScheduledOutcome } from '../lib/token/service.ts';
 import type { Container } from './container.ts';
+import { logInvocation } from './invocation-log.ts';
 
 export interface ScheduleSummary {
   apps: number;
-  refreshed: Array<{ appid: string; kind: CredentialKind }>;
+  refreshed: Array<{ appid: string; kind: TokenKind }>;
   fresh: number;
   in_progress: number;
-  served_stale: Array<{ appid: string; kind: CredentialKind }>;
-  failed: Array<{ appid: string; kind: CredentialKind; code: string; message: string }>;
+  served_stale: Array<{ appid: string; kind: TokenKind }>;
+  failed: Array<{ appid: string; kind: TokenKind; code: string; message: string }>;
   /** Not reached before the invocation's deadline. */
   skipped: number;
 }
 
+/** The schedule's answer: the summary, or `{error}` when not even the list of apps could be read. */
+export async function handleSchedule(
+  container: Container,
+  ctx: CallContext,
+  startedAtMs: number,
+): Promise<unknown> {
+  try {
+    const summary = await refreshDue(container, ctx);
+    logInvocation(container.log, 'schedule', startedAtMs, {
+      operation: 'schedule',
+      code: summary.failed.length === 0 ? 'ok' : 'partial',
+    });
+    return summary;
+  } catch (err) {
+    const error = toServiceError(err);
+    logInvocation(container.log, 'schedule', startedAtMs, { operation: 'schedule', error });
+    return error.toBody();
+  }
+}
+
 /** Refreshes whatever is missing or inside its refresh window; leaves fresh records alone. */
-export async function handleSchedule(container: Container, ctx: CallContext): Promise<ScheduleSummary> {
-  const credentials = await container.credentials.get();
-  const work: Array<{ appid: string; kind: CredentialKind }> = [];
+async function refreshDue(container: Container, ctx: CallContext): Promise<ScheduleSummary> {
+  const credentials = await container.secrets.get();
+  const work: Array<{ appid: string; kind: TokenKind }> = [];
   for (const app of credentials.apps.values()) {
     work.push({ appid: app.appid, kind: 'access_token' });
     for (const type of app.tickets) work.push({ appid: app.appid, kind: ticketKind(type) });

@@ -2,6 +2,7 @@
  * Configuration: the only reader of `process.env` in the service. Parsed once per container, at the
  * edge; every failure names the variable and says what a valid value looks like.
  */
+import { APPID_PATTERN, type TicketType, type TokenApi } from './domain.ts';
 import { ServiceError } from './errors.ts';
 
 /** Where the appid/secret pairs and HTTP client keys come from. */
@@ -16,9 +17,6 @@ export type CredentialSource =
       tickets: TicketType[];
       clientKey: string | undefined;
     };
-
-export type TokenApi = 'classic' | 'stable';
-export type TicketType = 'jsapi' | 'wx_card';
 
 /** What to do for a `classic` app when Memcached is down and no valid token is held in memory. */
 export type CacheOutagePolicy =
@@ -106,9 +104,6 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: readEnum(env, 'LOG_LEVEL', ['DEBUG', 'INFO', 'WARN', 'ERROR'], 'INFO', (v) => v.toUpperCase()),
   };
 }
-
-/** WeChat appids: `wx` followed by 16 lower-case hex digits. */
-export const APPID_PATTERN = /^wx[0-9a-f]{16}$/;
 
 function readCredentialSource(env: Env): CredentialSource {
   const secretId = nonEmpty(env, 'WECHAT_SECRET_ID');

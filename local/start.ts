@@ -17,7 +17,7 @@ import type { AddressInfo } from 'node:net';
 import { createHandler } from '../handler/index.ts';
 import { loadConfig } from '../lib/config.ts';
 import { readBody } from './read-body.ts';
-import { startWeChatSimulator, type WeChatSimulator } from './wechat-simulator.ts';
+import { startWeChatSimulator, type WeChatSimulator } from './stand-ins/wechat-simulator.ts';
 
 const HOST = '127.0.0.1';
 const DEMO_APPID = 'wx0123456789abcdef';

@@ -1,32 +1,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { APPID_PATTERN, type TicketType, type TokenApi } from '../config.ts';
+import {
+  APPID_PATTERN,
+  type AppConfig,
+  type ClientKey,
+  type Credentials,
+  type TicketType,
+} from '../domain.ts';
 import { ServiceError } from '../errors.ts';
-
-/** One WeChat app as the service uses it. */
-export interface AppCredentials {
-  appid: string;
-  secret: string;
-  tokenApi: TokenApi;
-  /** Ticket types the schedule keeps fresh for this app. */
-  tickets: TicketType[];
-}
-
-/** An HTTP client: identified by the SHA-256 of its key, scoped to a list of appids. */
-export interface ClientKey {
-  id: string;
-  keySha256: Buffer;
-  appids: ReadonlySet<string>;
-}
-
-export interface Credentials {
-  apps: ReadonlyMap<string, AppCredentials>;
-  clients: readonly ClientKey[];
-}
-
-/** The port: where credentials come from. `reload` bypasses any in-memory copy (secret rotation). */
-export interface CredentialsProvider {
-  get(options?: { reload?: boolean }): Promise<Credentials>;
-}
+import type { SecretSource } from '../ports.ts';
 
 const SECRET_FORMS =
   'expected {"appid":"wx…","secret":"…"} or {"apps":[{"appid":"wx…","secret":"…","token_api":"classic"|"stable",' +
@@ -46,7 +27,7 @@ export function parseCredentials(text: string): Credentials {
   if (!isObject(raw)) throw bad(`the credentials secret is not a JSON object; ${SECRET_FORMS}`);
 
   const appEntries: unknown[] = 'apps' in raw ? asArray(raw.apps, 'apps') : [raw];
-  const apps = new Map<string, AppCredentials>();
+  const apps = new Map<string, AppConfig>();
   appEntries.forEach((entry, index) => {
     const app = parseApp(entry, 'apps' in raw ? `apps[${index}]` : 'the secret');
     if (apps.has(app.appid)) throw bad(`apps lists ${app.appid} twice`);
@@ -62,7 +43,7 @@ export function parseCredentials(text: string): Credentials {
   return { apps, clients };
 }
 
-function parseApp(entry: unknown, where: string): AppCredentials {
+function parseApp(entry: unknown, where: string): AppConfig {
   if (!isObject(entry)) throw bad(`${where} is not an object; ${SECRET_FORMS}`);
   const { appid, secret } = entry;
   if (typeof appid !== 'string' || !APPID_PATTERN.test(appid)) {
@@ -118,10 +99,10 @@ export function sha256(text: string): Buffer {
 }
 
 /** Credentials from the environment, for local runs (WECHAT_APPID/WECHAT_APPSECRET). */
-export class StaticCredentials implements CredentialsProvider {
+export class StaticCredentials implements SecretSource {
   readonly #credentials: Credentials;
 
-  constructor(app: AppCredentials, clientKey?: string) {
+  constructor(app: AppConfig, clientKey?: string) {
     this.#credentials = {
       apps: new Map([[app.appid, app]]),
       clients: clientKey ? [{ id: 'local', keySha256: sha256(clientKey), appids: new Set([app.appid]) }] : [],
@@ -144,4 +125,16 @@ function isObject(value: unknown): value is Record<string, unknown> {
 
 function bad(message: string): ServiceError {
   return new ServiceError('config_invalid', `credentials secret: ${message}`);
+}
+
+/** The app configured for `appid`. Throws `unknown_appid` (and the source's own errors). */
+export async function requireApp(source: SecretSource, appid: string): Promise<AppConfig> {
+  const app = (await source.get()).apps.get(appid);
+  if (!app) {
+    throw new ServiceError(
+      'unknown_appid',
+      `appid ${appid} is not configured: add it to the apps list of the credentials secret`,
+    );
+  }
+  return app;
 }

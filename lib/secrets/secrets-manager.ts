@@ -1,6 +1,7 @@
-import type { Clock } from '../clock.ts';
+import type { Credentials } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
-import { type Credentials, type CredentialsProvider, parseCredentials } from './credentials.ts';
+import type { Clock, SecretSource } from '../ports.ts';
+import { parseCredentials } from './credentials.ts';
 
 /** The one SDK call used, typed structurally: `(secretId) → SecretString`. */
 export type ReadSecret = (secretId: string) => Promise<string | undefined>;
@@ -33,7 +34,7 @@ export interface SecretsManagerCredentialsOptions {
   secretId: string;
   /** How long a parsed secret is reused. */
   cacheSeconds: number;
-  clock: Clock;
+  clock: Pick<Clock, 'now'>;
   readSecret: ReadSecret;
 }
 
@@ -42,7 +43,7 @@ export interface SecretsManagerCredentialsOptions {
  * Concurrent readers share one request; a failed read is never cached, so no failure sticks once
  * Secrets Manager answers again.
  */
-export class SecretsManagerCredentials implements CredentialsProvider {
+export class SecretsManagerCredentials implements SecretSource {
   readonly #options: SecretsManagerCredentialsOptions;
   #cached: { credentials: Credentials; readAtMs: number } | undefined;
   #inFlight: Promise<Credentials> | undefined;

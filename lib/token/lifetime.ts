@@ -24,7 +24,7 @@
  * A token killed by someone outside the service is beyond any promise: that is what passive refresh
  * is for.
  */
-import type { CredentialRecord, Origin } from './record.ts';
+import type { Origin, TokenRecord } from '../domain.ts';
 
 /** WeChat keeps the previous token valid this long after a refresh (classic, and stable force refresh). */
 export const OVERLAP_MS = 300_000;
@@ -81,7 +81,7 @@ export function refreshAtMs(
  * current record at `confirmedAtMs` (read from Memcached, or written by this instance).
  */
 export function guaranteedUntilMs(
-  record: CredentialRecord,
+  record: TokenRecord,
   confirmedAtMs: number,
   settings: LifetimeSettings,
 ): number {

@@ -20,9 +20,8 @@
  * still counts as won.
  */
 import { randomUUID } from 'node:crypto';
-import type { Clock } from '../clock.ts';
 import { ServiceError } from '../errors.ts';
-import type { KeyValueStore } from '../store.ts';
+import type { Clock, KeyValueStore } from '../ports.ts';
 
 /** A holder stops writing this long before its lease ends (Memcached expiry is per second). */
 const LEASE_MARGIN_MS = 1500;
@@ -37,10 +36,10 @@ export interface LockHandle {
 
 export class RefreshLock {
   readonly #store: KeyValueStore;
-  readonly #clock: Clock;
+  readonly #clock: Pick<Clock, 'now'>;
   readonly #leaseSeconds: number;
 
-  constructor(store: KeyValueStore, clock: Clock, leaseSeconds: number) {
+  constructor(store: KeyValueStore, clock: Pick<Clock, 'now'>, leaseSeconds: number) {
     this.#store = store;
     this.#clock = clock;
     this.#leaseSeconds = leaseSeconds;

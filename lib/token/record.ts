@@ -1,43 +1,21 @@
-import type { TicketType } from '../config.ts';
-import { APPID_PATTERN } from '../config.ts';
-
-/** What a record holds: an access token or one of the two ticket types. */
-export type CredentialKind = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket';
-
-/** How the value was obtained, which decides what a later fetch does to it. */
-export type Origin = 'classic' | 'stable' | 'ticket';
-
-export function ticketKind(type: TicketType): CredentialKind {
-  return type === 'jsapi' ? 'jsapi_ticket' : 'wx_card_ticket';
-}
-
 /**
- * One Memcached record per (kind, appid), stored as one JSON value. Times are epoch milliseconds of
- * this service's clock.
+ * The cache record of one (kind, appid) and the keys beside it: how a record is built from what
+ * WeChat granted, encoded, validated when read back, and how long Memcached keeps it.
  */
-export interface CredentialRecord {
-  kind: CredentialKind;
-  appid: string;
-  /** The token or ticket. */
-  value: string;
-  origin: Origin;
-  /** When the request that obtained the value was sent (its life is counted from here: conservative). */
-  fetchedAtMs: number;
-  /** Natural expiry as WeChat announced it, less a safety margin for clock skew. */
-  expiresAtMs: number;
-  /** When a refresh may start (the jittered, scaled refresh window), decided by the writer. */
-  refreshAtMs: number;
-  /** Incremented by every write; lock losers wait for it to move. */
-  generation: number;
-  /** Which instance wrote it (for logs; never a secret). */
-  writer: string;
-}
+import { APPID_PATTERN, type Grant, type Origin, type TokenKind, type TokenRecord } from '../domain.ts';
+import { type LifetimeSettings, naturalExpiryMs, refreshAtMs } from './lifetime.ts';
 
 /** The record format version: part of every key, so a format change never reads old values. */
 export const RECORD_FORMAT = 'v1';
 
 /** Cache keys: namespaced, versioned, never containing a secret or a token. */
-export function recordKeys(prefix: string, kind: CredentialKind, appid: string) {
+export interface RecordKeys {
+  record: string;
+  lock: string;
+  failed: string;
+}
+
+export function recordKeys(prefix: string, kind: TokenKind, appid: string): RecordKeys {
   const base = `${prefix}:${RECORD_FORMAT}`;
   return {
     record: `${base}:rec:${kind}:${appid}`,
@@ -47,7 +25,10 @@ export function recordKeys(prefix: string, kind: CredentialKind, appid: string) 
   };
 }
 
-/** The WeChat endpoints whose calls are counted and whose failures are remembered, per appid. */
+/**
+ * A guarded upstream: an endpoint, and for getticket the ticket kind (each kind's calls are counted
+ * and its failures remembered on their own).
+ */
 export type UpstreamName = 'token' | 'stable_token' | 'ticket_jsapi' | 'ticket_wx_card';
 
 export function upstreamKeys(prefix: string, upstream: UpstreamName, appid: string) {
@@ -71,7 +52,7 @@ export function passiveKeys(prefix: string, appid: string) {
   };
 }
 
-export function encodeRecord(record: CredentialRecord): string {
+export function encodeRecord(record: TokenRecord): string {
   return JSON.stringify(record);
 }
 
@@ -82,11 +63,7 @@ const ORIGINS: ReadonlySet<string> = new Set(['classic', 'stable', 'ticket']);
  * Parses a cached value; anything that is not exactly a record of this kind and appid (corrupt,
  * truncated, written by something else) is a miss, never an exception.
  */
-export function decodeRecord(
-  text: string | null,
-  kind: CredentialKind,
-  appid: string,
-): CredentialRecord | null {
+export function decodeRecord(text: string | null, kind: TokenKind, appid: string): TokenRecord | null {
   if (text === null || text.length > 8192) return null;
   let raw: unknown;
   try {
@@ -130,4 +107,73 @@ export function decodeRecord(
 
 function isTime(value: unknown): boolean {
   return typeof value === 'number' && Number.isSafeInteger(value) && value > 0;
+}
+
+/** What one upstream call produced: the grant, how it was obtained, and when the request was sent. */
+export interface Fetched {
+  grant: Grant;
+  origin: Origin;
+  sentAtMs: number;
+}
+
+/**
+ * The record for a value just fetched. `previous` is the record it replaces, if any: when WeChat
+ * handed back the same value (a stable token inside its life, an existing ticket), the value's life
+ * still counts from when it was first seen.
+ */
+export function buildRecord(
+  target: { kind: TokenKind; appid: string },
+  fetched: Fetched,
+  previous: TokenRecord | null,
+  jitter: number,
+  settings: LifetimeSettings,
+  writer: string,
+): TokenRecord {
+  const { grant, origin, sentAtMs } = fetched;
+  const same = previous !== null && previous.value === grant.value;
+  let fetchedAtMs = sentAtMs;
+  let expiresAtMs =
+    origin === 'ticket'
+      ? sentAtMs + grant.expiresInSeconds * 1000
+      : naturalExpiryMs(sentAtMs, grant.expiresInSeconds);
+  let refresh = refreshAtMs(fetchedAtMs, expiresAtMs, origin, jitter, settings);
+  if (same) {
+    // WeChat handed back the value we hold. A ticket's `expires_in` is then the full life again,
+    // so its life counts from first sight, and asking again before it ends gains nothing.
+    fetchedAtMs = previous.fetchedAtMs;
+    if (origin === 'ticket') {
+      // Still handed out after the life we counted: alive now, for an unknown while — keep it briefly.
+      expiresAtMs =
+        previous.expiresAtMs > sentAtMs ? Math.min(expiresAtMs, previous.expiresAtMs) : sentAtMs + 1000;
+      refresh = expiresAtMs;
+    } else {
+      refresh = refreshAtMs(fetchedAtMs, expiresAtMs, origin, jitter, settings);
+    }
+  }
+  return {
+    kind: target.kind,
+    appid: target.appid,
+    value: grant.value,
+    origin,
+    fetchedAtMs,
+    expiresAtMs,
+    refreshAtMs: Math.max(refresh, fetchedAtMs + 1),
+    generation: (previous?.generation ?? 0) + 1,
+    writer,
+  };
+}
+
+/** Memcached TTL of a record: WeChat's lifetime, so a dead token disappears by itself. */
+export function recordTtlSeconds(record: TokenRecord, now: number): number {
+  return Math.max(1, Math.ceil((record.expiresAtMs - now) / 1000) + 1);
+}
+
+/** A stable per-(kind, appid) number in [0, 1): every instance computes the same refresh moment. */
+export function hashJitter(kind: TokenKind, appid: string): number {
+  let h = 2166136261;
+  for (const ch of `${kind}:${appid}`) {
+    h ^= ch.charCodeAt(0);
+    h = Math.imul(h, 16777619);
+  }
+  return (h >>> 0) / 2 ** 32;
 }

@@ -1,14 +1,7 @@
-import type { Clock, Sleep } from '../clock.ts';
-import type { TicketType, TokenApi } from '../config.ts';
+import type { Endpoint, Grant, TicketType, TokenApi } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
-import { errorForErrcode, isTransientErrcode, type WeChatEndpoint } from './errcodes.ts';
-
-/** What WeChat granted: an opaque credential and the lifetime it announced. */
-export interface Grant {
-  value: string;
-  /** WeChat's `expires_in`, counted from when WeChat answered. */
-  expiresInSeconds: number;
-}
+import type { CallOptions, Clock, WeChatApi } from '../ports.ts';
+import { errorForErrcode, isTransientErrcode } from './errcodes.ts';
 
 /** The structural subset of `fetch` the client uses (the platform's global fetch in production). */
 export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
@@ -18,15 +11,9 @@ export interface WeChatClientOptions {
   /** Timeout of one attempt. */
   attemptTimeoutMs: number;
   clock: Clock;
-  sleep: Sleep;
   fetch?: FetchLike;
   /** Called before each retry: reason and attempt number, for metrics and logs. */
-  onRetry?: (endpoint: WeChatEndpoint, reason: string, attempt: number) => void;
-}
-
-/** Every call is bounded by an absolute deadline (epoch ms) derived from the Lambda's remaining time. */
-export interface CallOptions {
-  deadlineAtMs: number;
+  onRetry?: (endpoint: Endpoint, reason: string, attempt: number) => void;
 }
 
 /**
@@ -49,16 +36,6 @@ const NOT_SENT: ReadonlySet<string> = new Set([
 const MAX_BODY_BYTES = 64 * 1024;
 /** WeChat says to reserve 512 characters; accept generously more, never unbounded. */
 const MAX_CREDENTIAL_LENGTH = 2048;
-
-/** The port the token service uses; {@link WeChatClient} is the adapter, tests may pass a fake. */
-export interface WeChatApi {
-  fetchAccessToken(
-    app: { appid: string; secret: string },
-    api: TokenApi,
-    options: CallOptions & { forceRefresh?: boolean },
-  ): Promise<Grant>;
-  fetchTicket(appid: string, accessToken: string, type: TicketType, options: CallOptions): Promise<Grant>;
-}
 
 /**
  * WeChat's token and ticket endpoints over fetch. Errors arrive as HTTP 200 with an errcode body and
@@ -131,7 +108,7 @@ export class WeChatClient implements WeChatApi {
   }
 
   async #call(
-    endpoint: WeChatEndpoint,
+    endpoint: Endpoint,
     appid: string,
     url: string,
     init: RequestInit,
@@ -139,7 +116,7 @@ export class WeChatClient implements WeChatApi {
     secrets: string[],
     repeatable: boolean,
   ): Promise<Record<string, unknown>> {
-    const { clock, sleep, attemptTimeoutMs } = this.#options;
+    const { clock, attemptTimeoutMs } = this.#options;
     for (let attempt = 1; ; attempt++) {
       const remainingMs = deadlineAtMs - clock.now();
       if (remainingMs <= 0) throw timeoutError(endpoint, appid);
@@ -163,19 +140,19 @@ export class WeChatClient implements WeChatApi {
       }
       if (attempt >= MAX_ATTEMPTS) throw failure;
       // Full jitter: 0..(100 ms × 2^n), so instances that failed together do not retry together.
-      const backoffMs = Math.random() * 100 * 2 ** (attempt - 1);
+      const backoffMs = clock.random() * 100 * 2 ** (attempt - 1);
       if (clock.now() + backoffMs >= deadlineAtMs) throw failure;
       this.#options.onRetry?.(
         endpoint,
         failure.errcode === undefined ? failure.code : String(failure.errcode),
         attempt,
       );
-      await sleep(backoffMs);
+      await clock.sleep(backoffMs);
     }
   }
 
   async #attempt(
-    endpoint: WeChatEndpoint,
+    endpoint: Endpoint,
     appid: string,
     url: string,
     init: RequestInit,
@@ -259,12 +236,7 @@ class RetryableFailure extends Error {
   }
 }
 
-function parseGrant(
-  endpoint: WeChatEndpoint,
-  appid: string,
-  body: Record<string, unknown>,
-  field: string,
-): Grant {
+function parseGrant(endpoint: Endpoint, appid: string, body: Record<string, unknown>, field: string): Grant {
   const value = body[field];
   const expiresIn = body.expires_in;
   if (
@@ -287,7 +259,7 @@ function parseGrant(
   return { value, expiresInSeconds: expiresIn };
 }
 
-function timeoutError(endpoint: WeChatEndpoint, appid: string): ServiceError {
+function timeoutError(endpoint: Endpoint, appid: string): ServiceError {
   return new ServiceError(
     'wechat_timeout',
     `WeChat ${endpoint} did not answer for appid ${appid} within the time this request had left; retry`,

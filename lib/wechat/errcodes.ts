@@ -1,7 +1,5 @@
+import type { Endpoint } from '../domain.ts';
 import { type ErrorCode, ServiceError } from '../errors.ts';
-
-/** Which WeChat endpoint answered: the same errcode means different things at different endpoints. */
-export type WeChatEndpoint = 'token' | 'stable_token' | 'ticket';
 
 /** Business-API errcodes that mean "this access token is dead": refresh it (WxJava's list). */
 export const TOKEN_INVALID_ERRCODES: ReadonlySet<number> = new Set([40001, 40014, 42001]);
@@ -11,7 +9,7 @@ const IP_NOT_WHITELISTED = new Set([40164, 61004]);
 const IP_CONFIRMATION = new Set([89501, 89503, 89506, 89507]);
 const REQUEST_BUGS = new Set([40002, 41002, 41004, 43001, 43002, 47001, 40097]);
 
-const PATHS: Record<WeChatEndpoint, string> = {
+const PATHS: Record<Endpoint, string> = {
   token: '/cgi-bin/token',
   stable_token: '/cgi-bin/stable_token',
   ticket: '/cgi-bin/ticket/getticket',
@@ -27,7 +25,7 @@ export function isTransientErrcode(errcode: number): boolean {
  * `errmsg` has already been stripped of anything secret by the caller.
  */
 export function errorForErrcode(
-  endpoint: WeChatEndpoint,
+  endpoint: Endpoint,
   appid: string,
   errcode: number,
   errmsg: string,

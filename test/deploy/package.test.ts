@@ -218,15 +218,13 @@ describe('npm run package (stage dev, default params)', () => {
     expect([...dev.entries.keys()].some((name) => name.includes('node_modules'))).toBe(false);
   });
 
-  it('sets the secret id, the cache servers, the schedule interval and the log and metric names; tunables keep their code defaults', () => {
+  it('sets the secret id, the cache servers, the schedule interval and the log level; tunables keep their code defaults', () => {
     const fn = only(dev.template, 'AWS::Lambda::Function').Properties;
     expect((fn.Environment as { Variables: Json }).Variables).toEqual({
       WECHAT_SECRET_ID: 'wechat-token-service/credentials',
       MEMCACHED_SERVERS: 'memcached.example.internal:11211',
       LOG_LEVEL: 'INFO',
       SCHEDULE_INTERVAL_SECONDS: '300',
-      POWERTOOLS_SERVICE_NAME: 'wechat-token-service',
-      POWERTOOLS_METRICS_NAMESPACE: 'WeChatTokenService',
     });
   });
 
@@ -369,7 +367,7 @@ describe('npm run package (stage dev, default params)', () => {
     expect(filters).toHaveLength(1);
     expect(filters[0]?.[1].Properties).toMatchObject({
       LogGroupName: { Ref: 'TokenLogGroup' },
-      FilterPattern: '{ $.message = "configuration invalid" }',
+      FilterPattern: '{ $.event = "config.invalid" }',
       MetricTransformations: [
         { MetricNamespace: 'WeChatTokenService', MetricName: 'ConfigurationInvalid', MetricValue: '1' },
       ],

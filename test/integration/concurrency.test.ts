@@ -193,8 +193,7 @@ describe('a crashed lock holder', () => {
     // It waited for the lease (3 s from the holder's add), not for its whole deadline.
     expect(waitedMs).toBeLessThan(4000);
     // A WARN line travels on stderr, which is not ordered with the reply on stdout: wait for it.
-    const isTakeover = (l: Record<string, unknown>) =>
-      l.message === 'waited for a peer instance holding the refresh lock';
+    const isTakeover = (l: Record<string, unknown>) => l.event === 'lock.wait';
     for (let i = 0; i < 100 && !survivor!.logs().some(isTakeover); i++)
       await new Promise((r) => setTimeout(r, 20));
     const takeover = survivor!.logs().find(isTakeover);
@@ -244,9 +243,9 @@ describe('short-lived tokens under steady load', () => {
         const warnings = procs.flatMap((p, i) =>
           p
             .logs()
-            .filter((l) => l.level === 'WARN' || l.message === 'calling WeChat')
+            .filter((l) => l.level === 'WARN' || l.event === 'upstream.fetch')
             .map(
-              (l) => `#${i} ${l.timestamp} ${l.message} ${l.reason ?? ''} ${l.code ?? ''} ${l.outcome ?? ''}`,
+              (l) => `#${i} ${l.timestamp} ${l.event} ${l.reason ?? ''} ${l.code ?? ''} ${l.outcome ?? ''}`,
             ),
         );
         const issued = world.sim

@@ -77,7 +77,7 @@ describe('memcached killed mid-run', () => {
     const after = await later!.invoke<TokenBody>({ appid: TEST_APPID });
     expect(after.access_token).toBe(first.access_token);
     expect(world.sim.calls.total).toBe(0);
-    expect(later!.logs().find((l) => l.message === 'invocation')?.source).toBe('cache');
+    expect(later!.logs().find((l) => l.event === 'invocation')?.source).toBe('cache');
   });
 });
 

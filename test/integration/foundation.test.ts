@@ -65,7 +65,7 @@ describe('direct invoke get_token', () => {
         expect(world.secrets.calls.getSecretValue).toBe(1);
         const sources = fresh
           .logs()
-          .filter((l) => l.message === 'invocation')
+          .filter((l) => l.event === 'invocation')
           .map((l) => l.source);
         expect(sources).toHaveLength(50);
         expect(new Set(sources)).toEqual(new Set(['cache']));
@@ -74,7 +74,7 @@ describe('direct invoke get_token', () => {
         expect(
           fresh
             .logs()
-            .filter((l) => l.message === 'invocation')
+            .filter((l) => l.event === 'invocation')
             .at(-1)?.source,
         ).toBe('memory');
       } finally {
@@ -343,17 +343,20 @@ describe('the deployable bundle', () => {
     }
   });
 
-  it('writes one structured log line per invocation and EMF metrics, with a fingerprint instead of the token', async () => {
+  it('writes one line per invocation that is the access log and its EMF metrics, with a fingerprint instead of the token', async () => {
     const [instance] = [await spawnInstance(world.env({ CACHE_KEY_PREFIX: 'observe1' }))];
     try {
       const body = await instance!.invoke<TokenBody>({ appid: TEST_APPID });
       await instance!.invoke<TokenBody>({ appid: TEST_APPID });
       const lines = instance!.logs();
-      const invocations = lines.filter((l) => l.message === 'invocation');
+      const invocations = lines.filter((l) => l.event === 'invocation');
       expect(invocations).toHaveLength(2);
+      // A memory hit writes that one line and nothing else.
+      expect(lines.filter((l) => l.requestId === invocations[1]!.requestId)).toEqual([invocations[1]]);
       for (const line of invocations) {
         expect(line).toMatchObject({
-          event: 'invoke',
+          event: 'invocation',
+          channel: 'invoke',
           operation: 'get_token',
           appid: TEST_APPID,
           code: 'ok',
@@ -366,7 +369,7 @@ describe('the deployable bundle', () => {
       expect(invocations.map((l) => l.source)).toEqual(['wechat', 'memory']);
       const emf = lines.filter((l) => typeof l._aws === 'object');
       const served = emf.filter((l) => l.Served === 1);
-      expect(served.map((l) => l.source)).toEqual(['wechat', 'memory']);
+      expect(served).toEqual(invocations);
       const namespaces = new Set(
         emf.flatMap((l) =>
           (l._aws as { CloudWatchMetrics: Array<{ Namespace: string }> }).CloudWatchMetrics.map(
@@ -376,6 +379,7 @@ describe('the deployable bundle', () => {
       );
       expect(namespaces).toEqual(new Set(['WeChatTokenService']));
       expect(emf.find((l) => l.UpstreamFetches === 1)).toMatchObject({
+        event: 'upstream.fetch',
         upstream: 'token',
         reason: 'missing',
       });
@@ -404,7 +408,7 @@ describe('an invalid configuration', () => {
     expect(body.error.message).toContain('MEMCACHED_SERVERS');
     expect(body.error.message).toContain('TLS');
     expect(http.statusCode).toBe(500);
-    const lines = instance.logs().filter((l) => l.message === 'configuration invalid');
+    const lines = instance.logs().filter((l) => l.event === 'config.invalid');
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatchObject({ level: 'ERROR', code: 'config_invalid' });
   });

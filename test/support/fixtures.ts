@@ -5,12 +5,15 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
-import { type LocalSecretsManager, startLocalSecretsManager } from '../../local/secrets-manager-endpoint.ts';
+import {
+  type LocalSecretsManager,
+  startLocalSecretsManager,
+} from '../../local/stand-ins/secrets-manager-endpoint.ts';
 import {
   type SimulatorOptions,
   startWeChatSimulator,
   type WeChatSimulator,
-} from '../../local/wechat-simulator.ts';
+} from '../../local/stand-ins/wechat-simulator.ts';
 import {
   CLIENT_KEY,
   CLIENT_KEY_OTHER,

@@ -1,0 +1,119 @@
+/**
+ * The service's vocabulary: one name for one idea. Everything here is data; nothing does I/O.
+ *
+ * - A *token kind* is what one cache record holds: the access token or one of the two tickets.
+ * - An *app* is one configured WeChat appid with its AppSecret (`AppConfig`); the secret is never
+ *   called a credential of the token, and never leaves `lib/secrets` and the WeChat client.
+ * - A *record* is what the cache stores for one (kind, appid).
+ */
+
+/** What one record holds: the access token or one of the two ticket kinds. */
+export type TokenKind = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket';
+
+/** The `type` of WeChat's getticket call (JS-SDK or card api_ticket). */
+export type TicketType = 'jsapi' | 'wx_card';
+
+/** Which WeChat endpoint issues an app's access tokens. */
+export type TokenApi = 'classic' | 'stable';
+
+/** How a record's value was obtained, which decides what a later fetch does to it. */
+export type Origin = TokenApi | 'ticket';
+
+/** Where a served value came from, reported per request as data. */
+export type Source = 'memory' | 'cache' | 'wechat' | 'peer' | 'stale';
+
+/** Why the service called WeChat. */
+export type FetchReason =
+  | 'missing'
+  | 'window'
+  | 'expired'
+  | 'passive'
+  | 'schedule'
+  | 'outage'
+  | 'ticket_retry';
+
+/** The WeChat endpoints the service calls: `/cgi-bin/token`, `/cgi-bin/stable_token`, `/cgi-bin/ticket/getticket`. */
+export type Endpoint = 'token' | 'stable_token' | 'ticket';
+
+/** WeChat appids: `wx` followed by 16 lower-case hex digits. */
+export const APPID_PATTERN = /^wx[0-9a-f]{16}$/;
+
+/** One configured WeChat app. */
+export interface AppConfig {
+  appid: string;
+  /** The AppSecret: sent to WeChat's token endpoints only; never logged, cached or returned. */
+  secret: string;
+  tokenApi: TokenApi;
+  /** Ticket types the schedule keeps fresh for this app. */
+  tickets: TicketType[];
+}
+
+/** An HTTP client: identified by the SHA-256 of its key, scoped to a list of appids. */
+export interface ClientKey {
+  id: string;
+  keySha256: Buffer;
+  appids: ReadonlySet<string>;
+}
+
+/** The parsed credentials secret: the apps and the HTTP clients. */
+export interface Credentials {
+  apps: ReadonlyMap<string, AppConfig>;
+  clients: readonly ClientKey[];
+}
+
+/**
+ * One cache record per (kind, appid), stored as one JSON value. Times are epoch milliseconds of this
+ * service's clock.
+ */
+export interface TokenRecord {
+  kind: TokenKind;
+  appid: string;
+  /** The token or ticket. */
+  value: string;
+  origin: Origin;
+  /** When the request that obtained the value was sent (its life is counted from here: conservative). */
+  fetchedAtMs: number;
+  /** Natural expiry as WeChat announced it, less a safety margin for clock skew. */
+  expiresAtMs: number;
+  /** When a refresh may start (the jittered, scaled refresh window), decided by the writer. */
+  refreshAtMs: number;
+  /** Incremented by every write; lock losers wait for it to move. */
+  generation: number;
+  /** Which instance wrote it (for logs; never a secret). */
+  writer: string;
+}
+
+/** What WeChat granted: an opaque value and the lifetime it announced. */
+export interface Grant {
+  value: string;
+  /** WeChat's `expires_in`, counted from when WeChat answered. */
+  expiresInSeconds: number;
+}
+
+export function ticketKind(type: TicketType): TokenKind {
+  return type === 'jsapi' ? 'jsapi_ticket' : 'wx_card_ticket';
+}
+
+export function ticketType(kind: Exclude<TokenKind, 'access_token'>): TicketType {
+  return kind === 'jsapi_ticket' ? 'jsapi' : 'wx_card';
+}
+
+/** Every call carries the invocation's deadline (epoch ms): no wait or fetch goes past it. */
+export interface CallContext {
+  deadlineAtMs: number;
+}
+
+/** A value served to a caller, with where it came from and what is promised about it. */
+export interface Served {
+  kind: TokenKind;
+  appid: string;
+  value: string;
+  source: Source;
+  /** Seconds the value is guaranteed to stay valid (see token/lifetime.ts). */
+  expiresIn: number;
+  /** Epoch seconds: now + expiresIn. */
+  expiresAt: number;
+  generation: number;
+  /** When the value was obtained from WeChat (epoch ms). */
+  fetchedAtMs: number;
+}

@@ -1,0 +1,65 @@
+/**
+ * The ports the core depends on. Adapters implement them (`lib/store`, `lib/secrets`, `lib/wechat`,
+ * `lib/clock.ts`, `lib/telemetry`); tests pass fakes. The core imports nothing else from the outside.
+ */
+import type { Credentials, Grant, TicketType, TokenApi } from './domain.ts';
+import type { CoreEvent } from './telemetry/events.ts';
+
+/**
+ * Shared state: the few Memcached operations the service uses. Values are strings (JSON written by
+ * the token layer); TTLs are whole seconds, at most 30 days (Memcached reads a larger number as a Unix
+ * time). Adapters throw `cache_unavailable` when the backend cannot answer; absence is `null`, never an
+ * error.
+ */
+export interface KeyValueStore {
+  /** The value, or null when the key is absent or expired. */
+  get(key: string): Promise<string | null>;
+  /** Stores unconditionally. */
+  set(key: string, value: string, ttlSeconds: number): Promise<void>;
+  /** Stores only when the key is absent: true when stored, false when the key already existed. */
+  add(key: string, value: string, ttlSeconds: number): Promise<boolean>;
+  /** Removes the key; absent keys are not an error. */
+  delete(key: string): Promise<void>;
+  /**
+   * Atomically adds 1 and returns the new value; an absent key starts at 1 and lives `ttlSeconds`
+   * (the TTL is set only when the counter is created).
+   */
+  increment(key: string, ttlSeconds: number): Promise<number>;
+  /** Releases connections. */
+  close(): Promise<void>;
+}
+
+/** Where the apps and client keys come from. `reload` bypasses any in-memory copy (secret rotation). */
+export interface SecretSource {
+  get(options?: { reload?: boolean }): Promise<Credentials>;
+}
+
+/** Every upstream call is bounded by an absolute deadline (epoch ms) derived from the Lambda's remaining time. */
+export interface CallOptions {
+  deadlineAtMs: number;
+}
+
+/** WeChat's token and ticket endpoints. Errors are `ServiceError`s with WeChat's errcode. */
+export interface WeChatApi {
+  fetchAccessToken(
+    app: { appid: string; secret: string },
+    api: TokenApi,
+    options: CallOptions & { forceRefresh?: boolean },
+  ): Promise<Grant>;
+  fetchTicket(appid: string, accessToken: string, type: TicketType, options: CallOptions): Promise<Grant>;
+}
+
+/** Time and chance, injected everywhere so tests can move and fix them. */
+export interface Clock {
+  /** Epoch milliseconds. */
+  now(): number;
+  /** Resolves after `ms`: the only real waits in the service (peer polling, retry backoff). */
+  sleep(ms: number): Promise<void>;
+  /** A number in [0, 1): poll and backoff jitter. */
+  random(): number;
+}
+
+/** What the core reports about its work, as events of a closed vocabulary (see telemetry/events.ts). */
+export interface Telemetry {
+  emit(event: CoreEvent): void;
+}

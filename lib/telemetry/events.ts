@@ -1,0 +1,70 @@
+/**
+ * The closed event vocabulary. Every log line carries one `event` name from here; tests, the
+ * benchmark, metric filters and alarms match these names, never message text. Each event has one
+ * level and, where it is counted, the CloudWatch metric (EMF) its line carries.
+ *
+ * | event                | level | metric (dimensions)                       | when                                    |
+ * |----------------------|-------|-------------------------------------------|-----------------------------------------|
+ * | invocation           | INFO¹ | Served (source), ServerErrors, ClientErrors | once per invocation: the access log   |
+ * | config.invalid       | ERROR | — (a Logs metric filter counts it)        | the configuration or secret is invalid  |
+ * | upstream.fetch       | INFO  | UpstreamFetches (upstream, reason)        | a WeChat call is about to be made       |
+ * | upstream.error       | WARN  | UpstreamErrors (upstream, errcode)        | a WeChat call failed                    |
+ * | upstream.retry       | INFO  | UpstreamRetries (upstream)                | a WeChat call is repeated after backoff |
+ * | lock.wait            | WARN  | LockWaits, LockWaitTime (outcome)         | a request waited for a peer's refresh   |
+ * | token.stale_served   | WARN  | StaleServed (kind)                        | a refresh failed; the last value served |
+ * | record.invalid       | WARN  | —                                         | a cache value is not a valid record     |
+ * | record.unshared      | WARN  | —                                         | a new value could not be written        |
+ * | record.written_back  | WARN  | —                                         | a held value was put back in the cache  |
+ * | cache.diagnostic     | DEBUG | —                                         | the Memcached client's own diagnostics  |
+ *
+ * ¹ WARN for a 5xx answer, ERROR for an internal error.
+ */
+import type { Endpoint, FetchReason, TokenKind } from '../domain.ts';
+
+export type LogLevel = 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
+
+/** What the core reports (through the {@link Telemetry} port). Never a secret or a full token. */
+export type CoreEvent =
+  | { event: 'upstream.fetch'; upstream: Endpoint; kind: TokenKind; appid: string; reason: FetchReason }
+  | {
+      event: 'upstream.error';
+      upstream: Endpoint;
+      kind: TokenKind;
+      appid: string;
+      code: string;
+      errcode: number | undefined;
+    }
+  | { event: 'upstream.retry'; upstream: Endpoint; reason: string; attempt: number }
+  | {
+      event: 'lock.wait';
+      kind: TokenKind;
+      appid: string;
+      waitedMs: number;
+      outcome: 'peer' | 'takeover' | 'timeout';
+    }
+  | {
+      event: 'token.stale_served';
+      kind: TokenKind;
+      appid: string;
+      code: string;
+      errcode?: number | undefined;
+    }
+  | { event: 'record.invalid'; kind: TokenKind; appid: string }
+  | { event: 'record.unshared'; kind: TokenKind; appid: string }
+  | { event: 'record.written_back'; kind: TokenKind; appid: string }
+  | { event: 'cache.diagnostic'; detail: string };
+
+export type EventName = CoreEvent['event'] | 'invocation' | 'config.invalid';
+
+/** The level of each core event. */
+export const EVENT_LEVEL: Record<CoreEvent['event'], LogLevel> = {
+  'upstream.fetch': 'INFO',
+  'upstream.error': 'WARN',
+  'upstream.retry': 'INFO',
+  'lock.wait': 'WARN',
+  'token.stale_served': 'WARN',
+  'record.invalid': 'WARN',
+  'record.unshared': 'WARN',
+  'record.written_back': 'WARN',
+  'cache.diagnostic': 'DEBUG',
+};

@@ -1,0 +1,201 @@
+/**
+ * Quota protection around every WeChat call: calls are counted per appid per WeChat day; a
+ * credential, IP or quota failure is remembered in the cache (45009 until the quota day ends) so that
+ * no other request or instance repeats it; a lock holder's failure is shared with the requests
+ * waiting on it; passive refreshes are admitted against their daily budget and, for stable tokens,
+ * WeChat's force-refresh limits.
+ */
+import type { Endpoint, FetchReason, TokenKind } from '../domain.ts';
+import { ERROR_CATALOGUE, type ErrorCode, ServiceError } from '../errors.ts';
+import type { Clock, KeyValueStore, Telemetry } from '../ports.ts';
+import { STABLE_FORCE_SPACING_MS } from './lifetime.ts';
+import { passiveKeys, type UpstreamName, upstreamKeys } from './record.ts';
+
+export interface UpstreamGuardSettings {
+  cacheKeyPrefix: string;
+  /** How long a credential/IP failure is remembered before WeChat is asked again. */
+  failureMemorySeconds: number;
+  passiveRefreshDailyBudget: number;
+}
+
+/** Failures remembered across requests and instances: asking again would fail the same way. */
+const REMEMBERED: ReadonlySet<string> = new Set([
+  'wechat_credentials_rejected',
+  'wechat_ip_not_whitelisted',
+  'wechat_ip_confirmation_required',
+]);
+
+/** A lock holder's failure is kept this long for the requests waiting on it. */
+const HOLDER_FAILURE_SECONDS = 2;
+/** WeChat's limit on stable-token force refreshes per appid per day. */
+const STABLE_FORCE_DAILY_LIMIT = 20;
+
+export class UpstreamGuard {
+  readonly #store: KeyValueStore;
+  readonly #clock: Pick<Clock, 'now'>;
+  readonly #telemetry: Telemetry;
+  readonly #settings: UpstreamGuardSettings;
+  /** Failures remembered by this instance too, for when the cache cannot be asked. */
+  readonly #failures = new Map<string, { error: ServiceError; untilMs: number }>();
+
+  constructor(deps: {
+    store: KeyValueStore;
+    clock: Pick<Clock, 'now'>;
+    telemetry: Telemetry;
+    settings: UpstreamGuardSettings;
+  }) {
+    this.#store = deps.store;
+    this.#clock = deps.clock;
+    this.#telemetry = deps.telemetry;
+    this.#settings = deps.settings;
+  }
+
+  /** Counts the call, refuses it while a failure is remembered, remembers credential/IP/quota failures. */
+  async call<T>(
+    upstream: UpstreamName,
+    target: { kind: TokenKind; appid: string },
+    reason: FetchReason,
+    run: () => Promise<T>,
+  ): Promise<T> {
+    const { appid, kind } = target;
+    const keys = upstreamKeys(this.#settings.cacheKeyPrefix, upstream, appid);
+    const remembered = await this.#remembered(keys.failure);
+    if (remembered) throw remembered;
+    const now = this.#clock.now();
+    this.#store.increment(keys.dailyCalls(quotaDay(now)), secondsToQuotaDayEnd(now) + 3600).catch(() => {});
+    const endpoint = endpointOf(upstream);
+    this.#telemetry.emit({ event: 'upstream.fetch', upstream: endpoint, kind, appid, reason });
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof ServiceError) {
+        this.#telemetry.emit({
+          event: 'upstream.error',
+          upstream: endpoint,
+          kind,
+          appid,
+          code: err.code,
+          errcode: err.errcode,
+        });
+        const ttlSeconds =
+          err.code === 'wechat_quota_exhausted'
+            ? secondsToQuotaDayEnd(this.#clock.now())
+            : REMEMBERED.has(err.code)
+              ? this.#settings.failureMemorySeconds
+              : 0;
+        if (ttlSeconds > 0) await this.#remember(keys.failure, err, ttlSeconds);
+      }
+      throw err;
+    }
+  }
+
+  /** Forgets a remembered failure (the secret was rotated: the next call may succeed). */
+  async forget(upstream: UpstreamName, appid: string): Promise<void> {
+    const key = upstreamKeys(this.#settings.cacheKeyPrefix, upstream, appid).failure;
+    this.#failures.delete(key);
+    await this.#store.delete(key).catch(() => {});
+  }
+
+  /** A lock holder's failure, kept briefly under `key` for the requests waiting on it. */
+  async shareHolderFailure(key: string, error: ServiceError): Promise<void> {
+    await this.#store.set(key, encodeFailure(error), HOLDER_FAILURE_SECONDS).catch(() => {});
+  }
+
+  /** The failure a lock holder shared under `key`, if any. Throws `cache_unavailable`. */
+  async holderFailure(key: string): Promise<ServiceError | null> {
+    return decodeFailure(await this.#store.get(key), true);
+  }
+
+  /**
+   * Passive refresh admission: the daily budget, and for stable tokens WeChat's force-refresh limits.
+   * Throws `refresh_rejected`.
+   */
+  async admitPassive(appid: string, stable: () => Promise<boolean>): Promise<void> {
+    const now = this.#clock.now();
+    const day = quotaDay(now);
+    const keys = passiveKeys(this.#settings.cacheKeyPrefix, appid);
+    const ttl = secondsToQuotaDayEnd(now) + 3600;
+    const budget = this.#settings.passiveRefreshDailyBudget;
+    const accepted = await this.#store.increment(keys.accepted(day), ttl);
+    if (accepted > budget) {
+      throw new ServiceError(
+        'refresh_rejected',
+        `passive refresh budget of ${budget} a day is used up for appid ${appid}; ` +
+          'the current token is still the one WeChat issued last: check the reporting service uses this appid, ' +
+          'or raise PASSIVE_REFRESH_DAILY_BUDGET',
+      );
+    }
+    if (!(await stable())) return;
+    const spaced = await this.#store.add(keys.forceSpacing, '1', Math.ceil(STABLE_FORCE_SPACING_MS / 1000));
+    if (!spaced) {
+      throw new ServiceError(
+        'refresh_rejected',
+        `WeChat allows a stable-token force refresh every 30 s; appid ${appid} had one less than 30 s ago: retry after 30 s`,
+      );
+    }
+    const forced = await this.#store.increment(keys.forceCount(day), ttl);
+    if (forced > STABLE_FORCE_DAILY_LIMIT) {
+      throw new ServiceError(
+        'refresh_rejected',
+        `WeChat allows ${STABLE_FORCE_DAILY_LIMIT} stable-token force refreshes a day; appid ${appid} has used them: the token is refreshed normally before it expires`,
+      );
+    }
+  }
+
+  async #remembered(key: string): Promise<ServiceError | null> {
+    const local = this.#failures.get(key);
+    if (local && this.#clock.now() < local.untilMs) return local.error;
+    let text: string | null;
+    try {
+      text = await this.#store.get(key);
+    } catch {
+      return null;
+    }
+    return decodeFailure(text);
+  }
+
+  async #remember(key: string, error: ServiceError, ttlSeconds: number): Promise<void> {
+    this.#failures.set(key, { error, untilMs: this.#clock.now() + ttlSeconds * 1000 });
+    await this.#store.set(key, encodeFailure(error), ttlSeconds).catch(() => {});
+  }
+}
+
+function endpointOf(upstream: UpstreamName): Endpoint {
+  return upstream === 'ticket_jsapi' || upstream === 'ticket_wx_card' ? 'ticket' : upstream;
+}
+
+/** The WeChat quota day, a calendar day in China time (UTC+8): `YYYYMMDD`. */
+export function quotaDay(nowMs: number): string {
+  return new Date(nowMs + 8 * 3600_000).toISOString().slice(0, 10).replaceAll('-', '');
+}
+
+/** Whole seconds until the current WeChat quota day ends (midnight UTC+8), at least 1. */
+export function secondsToQuotaDayEnd(nowMs: number): number {
+  const dayMs = 86_400_000;
+  const shifted = nowMs + 8 * 3600_000;
+  const endShifted = Math.floor(shifted / dayMs) * dayMs + dayMs;
+  return Math.max(1, Math.ceil((endShifted - shifted) / 1000));
+}
+
+function encodeFailure(error: ServiceError): string {
+  return JSON.stringify({ code: error.code, message: error.message, errcode: error.errcode });
+}
+
+/** A stored failure; `anyCode` accepts every catalogue code (a holder's failure shared with its waiters). */
+function decodeFailure(text: string | null, anyCode = false): ServiceError | null {
+  if (text === null) return null;
+  try {
+    const raw = JSON.parse(text) as { code?: unknown; message?: unknown; errcode?: unknown };
+    if (typeof raw.code !== 'string') return null;
+    const known = anyCode
+      ? Object.hasOwn(ERROR_CATALOGUE, raw.code)
+      : REMEMBERED.has(raw.code) || raw.code === 'wechat_quota_exhausted';
+    if (!known) return null;
+    if (typeof raw.message !== 'string' || raw.message.length > 1000) return null;
+    const errcode =
+      typeof raw.errcode === 'number' && Number.isInteger(raw.errcode) ? raw.errcode : undefined;
+    return new ServiceError(raw.code as ErrorCode, raw.message, errcode === undefined ? {} : { errcode });
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,298 @@
+import { describe, expect, it } from 'vitest';
+import { type Config, loadConfig } from '../../lib/config.ts';
+import { APPID_PATTERN } from '../../lib/domain.ts';
+import { ServiceError } from '../../lib/errors.ts';
+import { CLIENT_KEY, TEST_APPID, TEST_SECRET } from '../support/secrets.ts';
+
+type Env = Record<string, string | undefined>;
+
+/** The smallest environment a deployment has: the credentials secret's id. */
+const DEPLOYED: Env = { WECHAT_SECRET_ID: 'prod/wechat-token-service' };
+/** A local run: one app from the environment. */
+const LOCAL: Env = { WECHAT_APPID: TEST_APPID, WECHAT_APPSECRET: TEST_SECRET };
+
+/** The credential source with known secrets replaced by their names, so a failing assertion prints none. */
+function redacted(source: Config['credentials']): unknown {
+  return JSON.parse(
+    JSON.stringify(source).replaceAll(TEST_SECRET, 'TEST_SECRET').replaceAll(CLIENT_KEY, 'CLIENT_KEY'),
+  );
+}
+
+/** The ServiceError `loadConfig(env)` throws; fails the test when it does not throw one. */
+function configError(env: Env): ServiceError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ServiceError);
+    return err as ServiceError;
+  }
+  throw new Error('loadConfig accepted an environment it should have rejected');
+}
+
+describe('loadConfig defaults', () => {
+  it('uses the in-process store and the real WeChat API when only the secret id is set', () => {
+    const config = loadConfig(DEPLOYED);
+    expect(config.memcachedServers).toBeUndefined();
+    expect(config.wechatApiBaseUrl).toBe('https://api.weixin.qq.com');
+    expect(config.credentials).toEqual({ kind: 'secrets_manager', secretId: DEPLOYED.WECHAT_SECRET_ID });
+    // Design: a classic app falls back to the stable endpoint when the cache is down.
+    expect(config.cacheOutagePolicy).toBe('stable_fallback');
+  });
+
+  it('picks tunables that respect WeChat’s limits and each other', () => {
+    const config = loadConfig(DEPLOYED);
+    const numeric: (keyof Config)[] = [
+      'memcachedTimeoutMs',
+      'secretCacheSeconds',
+      'refreshWindowSeconds',
+      'passiveRefreshMinAgeSeconds',
+      'passiveRefreshDailyBudget',
+      'lockLeaseSeconds',
+      'upstreamTimeoutMs',
+      'memoryCacheSeconds',
+      'failureMemorySeconds',
+      'deadlineMarginMs',
+    ];
+    for (const key of numeric) {
+      expect(Number.isInteger(config[key]), key).toBe(true);
+      expect(config[key] as number, key).toBeGreaterThan(0);
+    }
+    // The lease outlives the worst upstream call by at least a second.
+    expect(config.lockLeaseSeconds * 1000).toBeGreaterThanOrEqual(config.upstreamTimeoutMs + 1000);
+    // A refresh starts well inside a 7200-s token's life.
+    expect(config.refreshWindowSeconds).toBeLessThan(7200);
+    // Passive refreshes stop below the classic endpoint's daily quota for a new account (2000).
+    expect(config.passiveRefreshDailyBudget).toBeLessThan(2000);
+    // The per-instance copy lives less than WeChat's 300-s overlap.
+    expect(config.memoryCacheSeconds).toBeLessThan(300);
+    expect(config.cacheKeyPrefix).toMatch(/^[a-z0-9_-]{1,32}$/);
+    expect(['DEBUG', 'INFO', 'WARN', 'ERROR']).toContain(config.logLevel);
+  });
+
+  it('treats empty and blank variables as unset', () => {
+    const blank = loadConfig({
+      ...DEPLOYED,
+      MEMCACHED_SERVERS: '  ',
+      UPSTREAM_TIMEOUT_MS: '',
+      WECHAT_API_BASE_URL: ' ',
+      LOG_LEVEL: '',
+    });
+    expect(blank).toEqual(loadConfig(DEPLOYED));
+  });
+
+  it('reads every tunable it is given, trimmed', () => {
+    const config = loadConfig({
+      ...DEPLOYED,
+      MEMCACHED_TIMEOUT_MS: ' 400 ',
+      CACHE_KEY_PREFIX: 'wts-staging_2',
+      SECRET_CACHE_SECONDS: '0',
+      TOKEN_REFRESH_WINDOW_SECONDS: '1200',
+      PASSIVE_REFRESH_MIN_AGE_SECONDS: '120',
+      PASSIVE_REFRESH_DAILY_BUDGET: '50',
+      LOCK_LEASE_SECONDS: '20',
+      UPSTREAM_TIMEOUT_MS: '5000',
+      MEMORY_CACHE_SECONDS: '30',
+      FAILURE_MEMORY_SECONDS: '90',
+      DEADLINE_MARGIN_MS: '500',
+      CACHE_OUTAGE_POLICY: 'fail',
+      LOG_LEVEL: 'debug',
+    });
+    expect(config).toMatchObject({
+      memcachedTimeoutMs: 400,
+      cacheKeyPrefix: 'wts-staging_2',
+      secretCacheSeconds: 0,
+      refreshWindowSeconds: 1200,
+      passiveRefreshMinAgeSeconds: 120,
+      passiveRefreshDailyBudget: 50,
+      lockLeaseSeconds: 20,
+      upstreamTimeoutMs: 5000,
+      memoryCacheSeconds: 30,
+      failureMemorySeconds: 90,
+      deadlineMarginMs: 500,
+      cacheOutagePolicy: 'fail',
+      logLevel: 'DEBUG',
+    });
+  });
+
+  it('drops trailing slashes from WECHAT_API_BASE_URL so paths can be appended', () => {
+    const base = 'http://127.0.0.1:8080/wechat';
+    expect(loadConfig({ ...DEPLOYED, WECHAT_API_BASE_URL: `${base}//` }).wechatApiBaseUrl).toBe(base);
+  });
+});
+
+describe('loadConfig validation', () => {
+  it.each([
+    ['MEMCACHED_SERVERS', 'localhost'],
+    ['MEMCACHED_TIMEOUT_MS', 'fast'],
+    ['CACHE_KEY_PREFIX', 'WTS!'],
+    ['CACHE_KEY_PREFIX', 'x'.repeat(33)],
+    ['SECRET_CACHE_SECONDS', '-5'],
+    ['WECHAT_API_BASE_URL', 'api.weixin.qq.com'],
+    ['WECHAT_API_BASE_URL', 'ftp://api.weixin.qq.com'],
+    ['TOKEN_REFRESH_WINDOW_SECONDS', '0'],
+    ['TOKEN_REFRESH_WINDOW_SECONDS', '7200'],
+    ['PASSIVE_REFRESH_MIN_AGE_SECONDS', '1.5'],
+    ['PASSIVE_REFRESH_DAILY_BUDGET', '1e3'],
+    ['LOCK_LEASE_SECONDS', '0'],
+    ['UPSTREAM_TIMEOUT_MS', '99'],
+    ['UPSTREAM_TIMEOUT_MS', '0x10'],
+    ['MEMORY_CACHE_SECONDS', '300'],
+    ['FAILURE_MEMORY_SECONDS', 'thirty'],
+    ['DEADLINE_MARGIN_MS', '5'],
+    ['CACHE_OUTAGE_POLICY', 'retry'],
+    ['LOG_LEVEL', 'VERBOSE'],
+    ['WECHAT_APPID', 'wx123'],
+    ['WECHAT_APPID', 'WX0123456789ABCDEF'],
+    ['WECHAT_TICKETS', 'jsapi,card'],
+    ['WECHAT_TOKEN_API', 'fast'],
+  ])('rejects %s=%j with config_invalid naming the variable', (name, value) => {
+    const err = configError({ ...LOCAL, [name]: value });
+    expect(err.code).toBe('config_invalid');
+    expect(err.status).toBe(500);
+    expect(err.message.startsWith(`${name} `)).toBe(true);
+    expect(err.message.includes(TEST_SECRET)).toBe(false);
+  });
+
+  it('never quotes a too-short WECHAT_CLIENT_KEY in its error', () => {
+    const key = CLIENT_KEY.slice(0, 15);
+    const err = configError({ ...LOCAL, WECHAT_CLIENT_KEY: key });
+    expect(err.code).toBe('config_invalid');
+    expect(err.message).toContain('WECHAT_CLIENT_KEY');
+    expect(err.message.includes(key)).toBe(false);
+  });
+
+  it('bounds how much of a bad value it quotes', () => {
+    const value = `${'9'.repeat(500)}x`;
+    const err = configError({ ...DEPLOYED, UPSTREAM_TIMEOUT_MS: value });
+    expect(err.code).toBe('config_invalid');
+    expect(err.message.length).toBeLessThan(value.length);
+  });
+});
+
+describe('MEMCACHED_SERVERS', () => {
+  it('splits a comma-separated host:port list and trims each entry', () => {
+    const servers = ['cache-1.example.internal:11211', '10.0.0.5:11212', '[::1]:11211'];
+    const config = loadConfig({ ...DEPLOYED, MEMCACHED_SERVERS: ` ${servers.join(' , ')} ,` });
+    expect(config.memcachedServers).toEqual(servers);
+  });
+
+  it('accepts a node-based ElastiCache configuration endpoint', () => {
+    const endpoint = 'my-cache.abc123.cfg.use1.cache.amazonaws.com:11211';
+    expect(loadConfig({ ...DEPLOYED, MEMCACHED_SERVERS: endpoint }).memcachedServers).toEqual([endpoint]);
+  });
+
+  it.each([
+    'cache.internal',
+    'cache.internal:0',
+    'cache.internal:65536',
+    'cache.internal:port',
+    'tcp://cache.internal:11211',
+    'cache.internal:11211:1',
+    '10.0.0.5:11211,cache two:11211',
+    ', ,',
+  ])('rejects %j naming MEMCACHED_SERVERS', (value) => {
+    const err = configError({ ...DEPLOYED, MEMCACHED_SERVERS: value });
+    expect(err.code).toBe('config_invalid');
+    expect(err.message.startsWith('MEMCACHED_SERVERS ')).toBe(true);
+  });
+
+  it.each([
+    'my-cache-abc123.serverless.use1.cache.amazonaws.com:11211',
+    'My-Cache-ABC123.SERVERLESS.euw1.cache.amazonaws.com:11211',
+  ])('rejects the ElastiCache Serverless endpoint %s because it needs TLS', (endpoint) => {
+    const err = configError({ ...DEPLOYED, MEMCACHED_SERVERS: `10.0.0.5:11211,${endpoint}` });
+    expect(err.code).toBe('config_invalid');
+    expect(err.message.startsWith('MEMCACHED_SERVERS ')).toBe(true);
+    expect(err.message).toContain(endpoint);
+    expect(err.message).toContain('TLS');
+  });
+});
+
+describe('LOCK_LEASE_SECONDS and UPSTREAM_TIMEOUT_MS', () => {
+  const timeouts = [100, 3000, 9000, 9001, 59_999];
+
+  it.each(timeouts)('accepts the shortest lease at least 1 s longer than a %i ms upstream timeout', (u) => {
+    const lease = Math.ceil((u + 1000) / 1000);
+    const config = loadConfig({
+      ...DEPLOYED,
+      UPSTREAM_TIMEOUT_MS: String(u),
+      LOCK_LEASE_SECONDS: String(lease),
+    });
+    expect(config.lockLeaseSeconds).toBe(lease);
+    expect(config.upstreamTimeoutMs).toBe(u);
+  });
+
+  it.each(timeouts)('rejects a lease one second shorter than that for a %i ms upstream timeout', (u) => {
+    const lease = Math.ceil((u + 1000) / 1000) - 1;
+    const err = configError({
+      ...DEPLOYED,
+      UPSTREAM_TIMEOUT_MS: String(u),
+      LOCK_LEASE_SECONDS: String(lease),
+    });
+    expect(err.code).toBe('config_invalid');
+    // A lease of 0 fails the range check first; every other one fails the rule naming both variables.
+    expect(err.message.startsWith('LOCK_LEASE_SECONDS ')).toBe(true);
+    if (lease >= 1) expect(err.message).toContain('UPSTREAM_TIMEOUT_MS');
+  });
+
+  it('rejects a long upstream timeout left with the default lease', () => {
+    const defaults = loadConfig(DEPLOYED);
+    const u = defaults.lockLeaseSeconds * 1000; // leaves less than the required second
+    const err = configError({ ...DEPLOYED, UPSTREAM_TIMEOUT_MS: String(u) });
+    expect(err.code).toBe('config_invalid');
+    expect(err.message).toContain('LOCK_LEASE_SECONDS');
+    expect(err.message).toContain('UPSTREAM_TIMEOUT_MS');
+  });
+});
+
+describe('credentials source', () => {
+  it('reads credentials from Secrets Manager when WECHAT_SECRET_ID is set, even with local variables', () => {
+    const config = loadConfig({ ...LOCAL, WECHAT_SECRET_ID: ' prod/wechat ' });
+    expect(config.credentials).toEqual({ kind: 'secrets_manager', secretId: 'prod/wechat' });
+  });
+
+  it('uses WECHAT_APPID and WECHAT_APPSECRET with classic tokens and no tickets by default', () => {
+    const config = loadConfig(LOCAL);
+    expect(redacted(config.credentials)).toEqual({
+      kind: 'env',
+      appid: TEST_APPID,
+      secret: 'TEST_SECRET',
+      tokenApi: 'classic',
+      tickets: [],
+      clientKey: undefined,
+    });
+    expect(APPID_PATTERN.test(TEST_APPID)).toBe(true);
+  });
+
+  it('reads the local token API, ticket list and client key', () => {
+    const config = loadConfig({
+      ...LOCAL,
+      WECHAT_TOKEN_API: 'stable',
+      WECHAT_TICKETS: ' jsapi , wx_card ,',
+      WECHAT_CLIENT_KEY: CLIENT_KEY,
+    });
+    expect(redacted(config.credentials)).toMatchObject({
+      kind: 'env',
+      tokenApi: 'stable',
+      tickets: ['jsapi', 'wx_card'],
+      clientKey: 'CLIENT_KEY',
+    });
+  });
+
+  it('treats a blank WECHAT_SECRET_ID as unset', () => {
+    expect(loadConfig({ ...LOCAL, WECHAT_SECRET_ID: '   ' }).credentials.kind).toBe('env');
+  });
+
+  it.each([
+    ['neither', {}],
+    ['only WECHAT_APPID', { WECHAT_APPID: TEST_APPID }],
+    ['only WECHAT_APPSECRET', { WECHAT_APPSECRET: TEST_SECRET }],
+  ])('rejects %s with config_invalid saying which variables to set', (_case, env) => {
+    const err = configError(env);
+    expect(err.code).toBe('config_invalid');
+    expect(err.message).toContain('WECHAT_SECRET_ID');
+    expect(err.message).toContain('WECHAT_APPID');
+    expect(err.message).toContain('WECHAT_APPSECRET');
+    expect(err.message.includes(TEST_SECRET)).toBe(false);
+  });
+});
