@@ -20,6 +20,13 @@ export interface KeyValueStore {
   add(key: string, value: string, ttlSeconds: number): Promise<boolean>;
   /** Removes the key; absent keys are not an error. */
   delete(key: string): Promise<void>;
+  /** The value with its version (Memcached's CAS unique, opaque), or null when the key is absent. */
+  gets(key: string): Promise<{ value: string; cas: string } | null>;
+  /**
+   * Removes the key only if nobody wrote it since `gets` answered `cas`: true when removed, false when
+   * it changed or is gone. The one atomic compare-and-delete Memcached offers.
+   */
+  deleteIfUnchanged(key: string, cas: string): Promise<boolean>;
   /**
    * Atomically adds 1 and returns the new value; an absent key starts at 1 and lives `ttlSeconds`
    * (the TTL is set only when the counter is created).

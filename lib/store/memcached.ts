@@ -16,7 +16,29 @@ export interface MemjsLike {
     options: { initial: number; expires: number },
   ): Promise<{ success: boolean | null; value?: number | null }>;
   close(): void;
+  /** memjs's raw request path (binary protocol), for the operations it has no method for (CAS). */
+  perform(
+    key: string,
+    request: Buffer,
+    seq: number,
+    callback: (err: Error | null, response: RawResponse) => void,
+  ): void;
+  incrSeq(): void;
+  seq: number;
 }
+
+/** A binary-protocol response as memjs parses it. */
+export interface RawResponse {
+  header: { status: number; cas: Buffer };
+  val: Buffer;
+}
+
+/** Binary protocol opcodes and statuses (memcached's protocol_binary.txt). */
+const OP_GET = 0x00;
+const OP_DELETE = 0x04;
+const STATUS_OK = 0x0000;
+const STATUS_NOT_FOUND = 0x0001;
+const STATUS_EXISTS = 0x0002;
 
 export interface MemcachedStoreOptions {
   /** `host:port` entries. */
@@ -96,6 +118,24 @@ export class MemcachedStore implements KeyValueStore {
     await this.#call('delete', () => this.#client.delete(key));
   }
 
+  async gets(key: string): Promise<{ value: string; cas: string } | null> {
+    assertValidKey(key);
+    const response = await this.#call('gets', () => this.#raw(key, OP_GET));
+    if (response.header.status === STATUS_NOT_FOUND) return null;
+    if (response.header.status !== STATUS_OK) throw statusError('gets', response.header.status);
+    return { value: response.val.toString('utf8'), cas: response.header.cas.toString('hex') };
+  }
+
+  async deleteIfUnchanged(key: string, cas: string): Promise<boolean> {
+    assertValidKey(key);
+    if (!/^[0-9a-f]{16}$/.test(cas)) throw new Error(`invalid CAS value of length ${cas.length}`);
+    const response = await this.#call('delete', () => this.#raw(key, OP_DELETE, Buffer.from(cas, 'hex')));
+    const { status } = response.header;
+    if (status === STATUS_OK) return true;
+    if (status === STATUS_NOT_FOUND || status === STATUS_EXISTS) return false;
+    throw statusError('delete', status);
+  }
+
   async increment(key: string, ttlSeconds: number): Promise<number> {
     assertValidKey(key);
     assertValidTtl(ttlSeconds);
@@ -106,6 +146,24 @@ export class MemcachedStore implements KeyValueStore {
       throw new ServiceError('cache_unavailable', 'Memcached increment returned no value');
     }
     return result.value;
+  }
+
+  /** A request memjs has no method for: key only, no extras or value, with an optional CAS. */
+  #raw(key: string, opcode: number, cas?: Buffer): Promise<RawResponse> {
+    const keyBytes = Buffer.from(key, 'utf8');
+    this.#client.incrSeq();
+    const seq = this.#client.seq;
+    const request = Buffer.alloc(24 + keyBytes.length);
+    request.writeUInt8(0x80, 0); // request magic
+    request.writeUInt8(opcode, 1);
+    request.writeUInt16BE(keyBytes.length, 2);
+    request.writeUInt32BE(keyBytes.length, 8); // total body: the key
+    request.writeUInt32BE(seq, 12); // opaque: memjs matches the response by it
+    cas?.copy(request, 16);
+    keyBytes.copy(request, 24);
+    return new Promise((resolve, reject) =>
+      this.#client.perform(key, request, seq, (err, response) => (err ? reject(err) : resolve(response))),
+    );
   }
 
   async close(): Promise<void> {
@@ -181,6 +239,13 @@ export class MemcachedStore implements KeyValueStore {
 interface MemjsServer {
   _socket?: Socket;
   sock(sasl: boolean, go: (socket: Socket) => void): void;
+}
+
+function statusError(operation: string, status: number): ServiceError {
+  return new ServiceError(
+    'cache_unavailable',
+    `Memcached ${operation} answered status 0x${status.toString(16)}`,
+  );
 }
 
 function describe(err: unknown): string {

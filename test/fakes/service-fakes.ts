@@ -228,7 +228,7 @@ export class RecordingTelemetry implements Telemetry {
 export class InstrumentedStore implements KeyValueStore {
   readonly inner: KeyValueStore;
   down = false;
-  readonly gets: string[] = [];
+  readonly reads: string[] = [];
   readonly sets: { key: string; value: string; ttlSeconds: number }[] = [];
   readonly adds: string[] = [];
   /** Runs (once) before the next `add`, e.g. to let a peer finish first. */
@@ -244,7 +244,7 @@ export class InstrumentedStore implements KeyValueStore {
 
   async get(key: string): Promise<string | null> {
     this.#check();
-    this.gets.push(key);
+    this.reads.push(key);
     return this.inner.get(key);
   }
   async set(key: string, value: string, ttlSeconds: number): Promise<void> {
@@ -265,6 +265,15 @@ export class InstrumentedStore implements KeyValueStore {
   async delete(key: string): Promise<void> {
     this.#check();
     return this.inner.delete(key);
+  }
+  async gets(key: string): Promise<{ value: string; cas: string } | null> {
+    this.#check();
+    this.reads.push(key);
+    return this.inner.gets(key);
+  }
+  async deleteIfUnchanged(key: string, cas: string): Promise<boolean> {
+    this.#check();
+    return this.inner.deleteIfUnchanged(key, cas);
   }
   async increment(key: string, ttlSeconds: number): Promise<number> {
     this.#check();

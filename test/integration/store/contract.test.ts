@@ -17,7 +17,7 @@ interface ContractTarget {
   elapse(ms: number): Promise<void>;
 }
 
-const OPERATIONS = ['get', 'set', 'add', 'delete', 'increment'] as const;
+const OPERATIONS = ['get', 'set', 'add', 'delete', 'increment', 'gets'] as const;
 
 function call(
   store: KeyValueStore,
@@ -36,6 +36,8 @@ function call(
       return store.delete(key);
     case 'increment':
       return store.increment(key, ttl);
+    case 'gets':
+      return store.gets(key);
   }
 }
 
@@ -131,6 +133,40 @@ function storeContract(name: string, target: ContractTarget): void {
       const results = await Promise.all(Array.from({ length: n }, () => store.increment(key('calls'), 60)));
       expect([...results].sort((a, b) => a - b)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
       expect(await store.get(key('calls'))).toBe(String(n));
+    });
+
+    it('answers gets with the value and a version, and null for an absent key', async () => {
+      expect(await store.gets(key('absent'))).toBeNull();
+      await store.set(key('v'), 'one', 60);
+      const first = await store.gets(key('v'));
+      expect(first?.value).toBe('one');
+      await store.set(key('v'), 'two', 60);
+      const second = await store.gets(key('v'));
+      expect(second?.value).toBe('two');
+      expect(second?.cas).not.toBe(first?.cas);
+    });
+
+    it('deletes with deleteIfUnchanged only while the version is the one gets answered', async () => {
+      await store.set(key('lock'), 'owner-a', 60);
+      const seen = await store.gets(key('lock'));
+      // A peer writes in between: the old version no longer deletes anything.
+      await store.set(key('lock'), 'owner-b', 60);
+      expect(await store.deleteIfUnchanged(key('lock'), seen!.cas)).toBe(false);
+      expect(await store.get(key('lock'))).toBe('owner-b');
+      const current = await store.gets(key('lock'));
+      expect(await store.deleteIfUnchanged(key('lock'), current!.cas)).toBe(true);
+      expect(await store.get(key('lock'))).toBeNull();
+      expect(await store.deleteIfUnchanged(key('lock'), current!.cas)).toBe(false);
+    });
+
+    it('gives an add and an increment a new version too', async () => {
+      await store.add(key('a'), 'x', 60);
+      const added = await store.gets(key('a'));
+      await store.increment(key('n'), 60);
+      const counted = await store.gets(key('n'));
+      await store.increment(key('n'), 60);
+      expect((await store.gets(key('n')))?.cas).not.toBe(counted?.cas);
+      expect(await store.deleteIfUnchanged(key('a'), added!.cas)).toBe(true);
     });
 
     it('keeps separate keys separate', async () => {

@@ -111,6 +111,11 @@ function fakeMemjs(overrides: Partial<MemjsLike> = {}) {
     close: () => {
       closed++;
     },
+    perform: () => {
+      calls.push({ op: 'perform', args: [] });
+    },
+    incrSeq: () => {},
+    seq: 0,
     ...overrides,
   };
   return { client, calls, closedCount: () => closed };

@@ -22,6 +22,8 @@ function wrapped(inner: KeyValueStore, overrides: Partial<KeyValueStore>): KeyVa
     set: (key, value, ttl) => inner.set(key, value, ttl),
     add: (key, value, ttl) => inner.add(key, value, ttl),
     delete: (key) => inner.delete(key),
+    gets: (key) => inner.gets(key),
+    deleteIfUnchanged: (key, cas) => inner.deleteIfUnchanged(key, cas),
     increment: (key, ttl) => inner.increment(key, ttl),
     close: () => inner.close(),
     ...overrides,

@@ -141,26 +141,26 @@ describe('1. the per-instance memory copy', () => {
     const w = world();
     const fetched = await w.a.getAccessToken(w.appid, w.ctx());
     expect(fetched.source).toBe('wechat');
-    const readsBefore = w.storeOf('a').gets.length;
+    const readsBefore = w.storeOf('a').reads.length;
 
     w.time.advance(w.settings.memoryCacheSeconds * SECOND - 1);
     const served = await w.a.getAccessToken(w.appid, w.ctx());
 
     expect(served).toMatchObject({ source: 'memory', value: fetched.value, generation: 1 });
-    expect(w.storeOf('a').gets.length).toBe(readsBefore);
+    expect(w.storeOf('a').reads.length).toBe(readsBefore);
     expect(w.wechat.tokenCalls).toHaveLength(1);
   });
 
   it('reads the store again (cache) once the memory copy is memoryCacheSeconds old', async () => {
     const w = world();
     const fetched = await w.a.getAccessToken(w.appid, w.ctx());
-    const readsBefore = w.storeOf('a').gets.length;
+    const readsBefore = w.storeOf('a').reads.length;
 
     w.time.advance(w.settings.memoryCacheSeconds * SECOND);
     const served = await w.a.getAccessToken(w.appid, w.ctx());
 
     expect(served).toMatchObject({ source: 'cache', value: fetched.value });
-    expect(w.storeOf('a').gets.slice(readsBefore)).toContain(w.keys().record);
+    expect(w.storeOf('a').reads.slice(readsBefore)).toContain(w.keys().record);
     expect(w.wechat.tokenCalls).toHaveLength(1);
   });
 
