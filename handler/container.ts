@@ -81,6 +81,7 @@ function buildStore(config: Config, clock: Clock, log: EventLog): KeyValueStore 
   return new MemcachedStore({
     servers: config.memcachedServers,
     timeoutMs: config.memcachedTimeoutMs,
+    now: () => clock.now(),
     onDiagnostic: (detail) => log.emit({ event: 'cache.diagnostic', detail }),
   });
 }

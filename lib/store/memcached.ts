@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import memjs from 'memjs';
-import { ServiceError } from '../errors.ts';
 import type { KeyValueStore } from '../ports.ts';
+import { BackendAnswer, CallGuard } from './call-guard.ts';
 import { assertValidKey, assertValidTtl } from './validate.ts';
 
 /** The memjs calls this adapter uses, typed structurally so tests can stand in for memjs. */
@@ -25,6 +25,8 @@ export interface MemjsLike {
   ): void;
   incrSeq(): void;
   seq: number;
+  /** The server a key goes to (memjs's hashing). */
+  server?(key: string): { error(err: Error): void } | null;
 }
 
 /** A binary-protocol response as memjs parses it. */
@@ -43,50 +45,50 @@ const STATUS_EXISTS = 0x0002;
 export interface MemcachedStoreOptions {
   /** `host:port` entries. */
   servers: string[];
-  /** How long one call may take, connecting included. */
+  /** How long one attempt may take while the process runs, connecting included (see call-guard.ts). */
   timeoutMs: number;
   /** Receives memjs's own diagnostics (server address and error text only). */
   onDiagnostic?: (message: string) => void;
-  /** After a failed call, further calls fail at once for this long (default 1000 ms). */
+  /** After Memcached was found unreachable, calls fail at once for this long (default 1000 ms). */
   failFastMs?: number;
   /** Clock of the fail-fast window (epoch ms); defaults to Date.now. */
   now?: () => number;
+  /** Monotonic clock for stall detection (ms); defaults to performance.now. */
+  monotonic?: () => number;
 }
+
+/**
+ * memjs's own timers only clean up: ours decide (call-guard.ts). They must outlast any freeze of the
+ * process, or memjs drops a healthy connection on the thaw and fails every call in flight on it.
+ */
+const MEMJS_TIMEOUT_SECONDS = 60;
 
 /**
  * {@link KeyValueStore} over memjs (binary protocol, no TLS).
  *
  * memjs is configured so that one call is one request: `retries: 1` (memjs counts attempts) and no
- * failover, so a lost reply surfaces as an error the caller can reason about instead of a silent
- * second `add` that reports "exists" for a lock this instance just took.
+ * failover. Timeouts, the retry on a fresh connection and the outage window are the call guard's
+ * (call-guard.ts): a retried `add` whose first attempt was stored answers "exists", which the lock
+ * resolves by reading its owner back (lock.ts).
  */
 export class MemcachedStore implements KeyValueStore {
   readonly #client: MemjsLike;
   readonly #sockets: Set<Socket>;
   readonly #servers: MemjsServer[] = [];
-  /** How long a call may take, connecting included. */
-  readonly #guardMs: number;
-  readonly #failFastMs: number;
-  readonly #now: () => number;
-  /** After a failure, calls fail at once until then: an outage costs one timeout, not one per request. */
-  #downUntilMs = 0;
+  readonly #guard: CallGuard;
 
   constructor(options: MemcachedStoreOptions, client?: MemjsLike) {
     this.#sockets = new Set();
-    this.#guardMs = options.timeoutMs;
-    this.#failFastMs = options.failFastMs ?? 1000;
-    this.#now = options.now ?? Date.now;
+    this.#guard = new CallGuard(options);
     if (client) {
       this.#client = client;
       return;
     }
-    // memjs's own timers sit well above ours: they only clean up. Ours decide (see #call).
-    const memjsTimeout = Math.max(1, (options.timeoutMs * 4) / 1000);
     const real = memjs.Client.create(options.servers.join(','), {
       retries: 1,
       failover: false,
-      timeout: memjsTimeout,
-      conntimeout: memjsTimeout,
+      timeout: MEMJS_TIMEOUT_SECONDS,
+      conntimeout: MEMJS_TIMEOUT_SECONDS,
       keepAlive: true,
       expires: 0,
       logger: { log: (...parts: unknown[]) => options.onDiagnostic?.(parts.map(String).join(' ')) },
@@ -97,55 +99,60 @@ export class MemcachedStore implements KeyValueStore {
 
   async get(key: string): Promise<string | null> {
     assertValidKey(key);
-    const { value } = await this.#call('get', () => this.#client.get(key));
+    const { value } = await this.#call('get', key, () => this.#client.get(key));
     return value === null ? null : value.toString('utf8');
   }
 
   async set(key: string, value: string, ttlSeconds: number): Promise<void> {
     assertValidKey(key);
     assertValidTtl(ttlSeconds);
-    await this.#call('set', () => this.#client.set(key, value, { expires: ttlSeconds }));
+    await this.#call('set', key, () => this.#client.set(key, value, { expires: ttlSeconds }));
   }
 
   async add(key: string, value: string, ttlSeconds: number): Promise<boolean> {
     assertValidKey(key);
     assertValidTtl(ttlSeconds);
-    return (await this.#call('add', () => this.#client.add(key, value, { expires: ttlSeconds }))) === true;
+    return (
+      (await this.#call('add', key, () => this.#client.add(key, value, { expires: ttlSeconds }))) === true
+    );
   }
 
   async delete(key: string): Promise<void> {
     assertValidKey(key);
-    await this.#call('delete', () => this.#client.delete(key));
+    await this.#call('delete', key, () => this.#client.delete(key));
   }
 
   async gets(key: string): Promise<{ value: string; cas: string } | null> {
     assertValidKey(key);
-    const response = await this.#call('gets', () => this.#raw(key, OP_GET));
-    if (response.header.status === STATUS_NOT_FOUND) return null;
-    if (response.header.status !== STATUS_OK) throw statusError('gets', response.header.status);
-    return { value: response.val.toString('utf8'), cas: response.header.cas.toString('hex') };
+    return this.#call('gets', key, async () => {
+      const response = await this.#raw(key, OP_GET);
+      if (response.header.status === STATUS_NOT_FOUND) return null;
+      if (response.header.status !== STATUS_OK) throw statusAnswer('gets', response.header.status);
+      return { value: response.val.toString('utf8'), cas: response.header.cas.toString('hex') };
+    });
   }
 
   async deleteIfUnchanged(key: string, cas: string): Promise<boolean> {
     assertValidKey(key);
     if (!/^[0-9a-f]{16}$/.test(cas)) throw new Error(`invalid CAS value of length ${cas.length}`);
-    const response = await this.#call('delete', () => this.#raw(key, OP_DELETE, Buffer.from(cas, 'hex')));
-    const { status } = response.header;
-    if (status === STATUS_OK) return true;
-    if (status === STATUS_NOT_FOUND || status === STATUS_EXISTS) return false;
-    throw statusError('delete', status);
+    return this.#call('delete', key, async () => {
+      const { status } = (await this.#raw(key, OP_DELETE, Buffer.from(cas, 'hex'))).header;
+      if (status === STATUS_OK) return true;
+      if (status === STATUS_NOT_FOUND || status === STATUS_EXISTS) return false;
+      throw statusAnswer('delete', status);
+    });
   }
 
   async increment(key: string, ttlSeconds: number): Promise<number> {
     assertValidKey(key);
     assertValidTtl(ttlSeconds);
-    const result = await this.#call('increment', () =>
-      this.#client.increment(key, 1, { initial: 1, expires: ttlSeconds }),
-    );
-    if (result.success !== true || typeof result.value !== 'number') {
-      throw new ServiceError('cache_unavailable', 'Memcached increment returned no value');
-    }
-    return result.value;
+    return this.#call('increment', key, async () => {
+      const result = await this.#client.increment(key, 1, { initial: 1, expires: ttlSeconds });
+      if (result.success !== true || typeof result.value !== 'number') {
+        throw new BackendAnswer('increment returned no value');
+      }
+      return result.value;
+    });
   }
 
   /** A request memjs has no method for: key only, no extras or value, with an optional CAS. */
@@ -172,36 +179,18 @@ export class MemcachedStore implements KeyValueStore {
     this.#sockets.clear();
   }
 
-  async #call<T>(operation: string, run: () => Promise<T>): Promise<T> {
-    if (this.#now() < this.#downUntilMs) {
-      throw new ServiceError(
-        'cache_unavailable',
-        `Memcached ${operation} skipped: it failed less than ${this.#failFastMs} ms ago`,
-      );
-    }
-    // The deciding timer. When it fires, the answer may already sit unread in the socket because the
-    // event loop was blocked (a module load, a long synchronous task): timers run before I/O in a
-    // loop turn, which is how memjs's own timeout reports a healthy server as dead. So the timer
-    // gives pending I/O one more turn (setImmediate runs after the poll phase) before it rejects.
-    // It also bounds calls whose callback memjs loses when it orphans a connection.
-    let timer: NodeJS.Timeout | undefined;
-    const guard = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => setImmediate(() => reject(new Error(`no answer within ${this.#guardMs} ms`))),
-        this.#guardMs,
-      );
-    });
-    try {
-      return await Promise.race([run(), guard]);
-    } catch (err) {
-      this.#destroyAbandonedSockets();
-      this.#downUntilMs = this.#now() + this.#failFastMs;
-      throw new ServiceError('cache_unavailable', `Memcached ${operation} failed: ${describe(err)}`, {
-        cause: err,
+  /** One call under the guard; a timeout drops the key's connection so the retry opens a fresh one. */
+  #call<T>(operation: string, key: string, run: () => Promise<T>): Promise<T> {
+    const attempt = () =>
+      run().catch((err: unknown) => {
+        // memjs reports an error status Memcached answered as `MemJS <OP>: <text>`: an answer, not an outage.
+        if (err instanceof Error && /^MemJS [A-Z]+: /.test(err.message)) throw new BackendAnswer(err.message);
+        throw err;
       });
-    } finally {
-      clearTimeout(timer);
-    }
+    return this.#guard.run(operation, attempt, () => {
+      this.#client.server?.(key)?.error(new Error('connection dropped after a call without an answer'));
+      this.#destroyAbandonedSockets();
+    });
   }
 
   /**
@@ -241,14 +230,6 @@ interface MemjsServer {
   sock(sasl: boolean, go: (socket: Socket) => void): void;
 }
 
-function statusError(operation: string, status: number): ServiceError {
-  return new ServiceError(
-    'cache_unavailable',
-    `Memcached ${operation} answered status 0x${status.toString(16)}`,
-  );
-}
-
-function describe(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
-  return text.slice(0, 200);
+function statusAnswer(operation: string, status: number): BackendAnswer {
+  return new BackendAnswer(`${operation} answered status 0x${status.toString(16)}`);
 }

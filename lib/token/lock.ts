@@ -2,18 +2,19 @@
  * The refresh lock: one Memcached key per (kind, appid), taken with `add` (atomic: exactly one
  * winner), holding a random owner value, with a lease in whole seconds.
  *
- * Memcached has no compare-and-delete in the subset memjs speaks, so exclusivity rests on time as
- * well as on the owner value:
+ * Exclusivity rests on the owner value, on time, and on Memcached's compare-and-delete:
  *
  *   t0        A: add(lock, ownerA, lease)            → stored; A holds until t0 + lease
  *   t0+ε      B: add(lock, ownerB, lease)            → exists; B waits for A's write
  *   t0+f      A: fetch from WeChat (bounded by the lease minus a margin, see `fetchDeadlineMs`)
  *   t0+f+w    A: still held? (owner matches and t < t0 + lease − margin) → write record, generation+1
- *   t0+f+w+δ  A: release: get(lock) = ownerA and still inside the lease → delete
+ *   t0+f+w+δ  A: release: gets(lock) = (ownerA, cas) → deleteIfUnchanged(lock, cas)
  *
  * A holder that crashed leaves the key to expire after its lease; waiters then take over. A holder
- * never writes or deletes after `t0 + lease − margin`, so it cannot overwrite a newer token written
- * by a successor or delete the successor's lock.
+ * never writes after `t0 + lease − margin`, so it cannot overwrite a newer token written by a
+ * successor. Its release cannot delete a successor's lock either, however long the holder was frozen
+ * between reading the owner and deleting: a successor's `add` gives the key a new CAS version, and
+ * the delete names the version the holder read.
  *
  * Lost replies: memjs is set to one attempt per call, and an `add` that failed or answered "exists"
  * is confirmed by reading the owner value back — an add that was stored but whose reply was lost
@@ -88,13 +89,12 @@ export class RefreshLock {
     return (await this.#store.get(handle.key)) === handle.owner;
   }
 
-  /** Compare-then-delete, only inside the lease. Never throws: an unreleased lock expires by itself. */
+  /** Atomic compare-and-delete of our own lock. Never throws: an unreleased lock expires by itself. */
   async release(handle: LockHandle): Promise<void> {
     try {
-      if (this.#clock.now() >= handle.usableUntilMs) return;
-      if ((await this.#store.get(handle.key)) !== handle.owner) return;
-      if (this.#clock.now() >= handle.usableUntilMs) return;
-      await this.#store.delete(handle.key);
+      const held = await this.#store.gets(handle.key);
+      if (held?.value !== handle.owner) return;
+      await this.#store.deleteIfUnchanged(handle.key, held.cas);
     } catch {
       // The lease ends the lock.
     }

@@ -199,12 +199,12 @@ describe('RefreshLock.release', () => {
     expect(await store.get(KEY)).toBe(successor.owner);
   });
 
-  it('does not delete its own key once past usableUntilMs (the key may be about to pass to a successor)', async () => {
+  it('deletes its own key after usableUntilMs too, while no successor has taken it', async () => {
     const { clock, store, lock } = setup();
     const handle = await won(lock.acquire(KEY));
     clock.t = handle.usableUntilMs;
     await lock.release(handle);
-    expect(await store.get(KEY)).toBe(handle.owner);
+    expect(await store.get(KEY)).toBeNull();
   });
 
   it('does not delete a lock another owner holds, even inside its own lease', async () => {
@@ -215,32 +215,36 @@ describe('RefreshLock.release', () => {
     expect(await store.get(KEY)).toBe('someone-else');
   });
 
-  it('does not delete when the lease ends between reading the owner and deleting', async () => {
+  it("does not delete a successor's lock taken while the holder was frozen between reading the owner and deleting", async () => {
     const { clock, store } = setup();
-    const lock = new RefreshLock(
+    const plain = new RefreshLock(store, clock, LEASE_SECONDS);
+    let successor: LockHandle | undefined;
+    const frozenHolder = new RefreshLock(
       wrapped(store, {
-        get: async (key) => {
-          const value = await store.get(key);
-          clock.t = Math.max(clock.t, handle.usableUntilMs);
-          return value;
+        gets: async (key) => {
+          const seen = await store.gets(key);
+          // Frozen here: the lease lapses, the key expires, and a successor takes the lock.
+          clock.t += LEASE_SECONDS * 1000;
+          successor = await won(plain.acquire(KEY));
+          return seen;
         },
       }),
       clock,
       LEASE_SECONDS,
     );
-    const handle = await won(new RefreshLock(store, clock, LEASE_SECONDS).acquire(KEY));
-    await lock.release(handle);
-    expect(await store.get(KEY)).toBe(handle.owner);
+    const handle = await won(plain.acquire(KEY));
+    await frozenHolder.release(handle);
+    expect(await store.get(KEY)).toBe(successor!.owner);
   });
 
   it('never throws when the cache is down (the lease ends the lock)', async () => {
     const { clock, store, lock } = setup();
     const handle = await won(lock.acquire(KEY));
     const down = wrapped(store, {
-      get: async () => {
-        throw cacheDown('get');
+      gets: async () => {
+        throw cacheDown('gets');
       },
-      delete: async () => {
+      deleteIfUnchanged: async () => {
         throw cacheDown('delete');
       },
     });

@@ -1,0 +1,140 @@
+/**
+ * When a Memcached call has failed, and when Memcached is down: the policy every adapter applies.
+ *
+ * Slow is not down. A Lambda instance is frozen between invocations and gets a fraction of a CPU at
+ * small memory sizes, so a reply can arrive while the process is not running: on a thaw, the timer
+ * guarding the call fires first (timers run before I/O in a loop turn) although the answer already
+ * sits in the socket. The guard therefore
+ *
+ *   1. measures its own lateness: a timer that fires far later than it was set for means this
+ *      process stalled — the time is not Memcached's, so the call gets its time again (a few times);
+ *   2. before it rejects, gives pending I/O one more loop turn (setImmediate runs after the poll
+ *      phase), so an answer that is already there wins;
+ *   3. retries a call that timed out or lost its connection once, on a fresh connection;
+ *   4. declares Memcached unreachable only when that second attempt fails too, and only then makes
+ *      further calls fail at once for a short window — so an outage costs one caller two timeouts,
+ *      not every caller.
+ *
+ * One slow reply, a stall of the process, or a failed background call (a counter) never opens the
+ * window; answers Memcached gave (an error status) never count as unreachability.
+ */
+import { ServiceError } from '../errors.ts';
+
+export interface CallGuardOptions {
+  /** How long one attempt may take while this process runs, connecting included. */
+  timeoutMs: number;
+  /** After Memcached was found unreachable, calls fail at once for this long (default 1000 ms). */
+  failFastMs?: number;
+  /** Wall clock of the fail-fast window (epoch ms). */
+  now?: () => number;
+  /** Monotonic clock that measures the guard's own lateness (ms). */
+  monotonic?: () => number;
+}
+
+/** A timer later than this (beyond its delay) means the process itself did not run. */
+const STALL_TOLERANCE_MS = 100;
+/** How many stalls one attempt forgives before its timeout counts. */
+const MAX_STALLS_FORGIVEN = 4;
+
+/** An attempt that got no answer in its time. */
+export class AttemptTimeout extends Error {
+  override readonly name = 'AttemptTimeout';
+}
+
+/** What the backend said: a failure that proves it is reachable (never retried, never a window). */
+export class BackendAnswer extends Error {
+  override readonly name = 'BackendAnswer';
+}
+
+export class CallGuard {
+  readonly #timeoutMs: number;
+  readonly #failFastMs: number;
+  readonly #now: () => number;
+  readonly #monotonic: () => number;
+  #downUntilMs = 0;
+
+  constructor(options: CallGuardOptions) {
+    this.#timeoutMs = options.timeoutMs;
+    this.#failFastMs = options.failFastMs ?? 1000;
+    this.#now = options.now ?? Date.now;
+    this.#monotonic = options.monotonic ?? (() => performance.now());
+  }
+
+  /**
+   * Runs `attempt` under the policy above. `reset` drops the connection the attempt used, so the retry
+   * opens a fresh one. Throws `cache_unavailable` naming the operation and the cause.
+   */
+  async run<T>(operation: string, attempt: () => Promise<T>, reset: () => void): Promise<T> {
+    if (this.#now() < this.#downUntilMs) {
+      throw new ServiceError(
+        'cache_unavailable',
+        `Memcached ${operation} skipped: Memcached was unreachable less than ${this.#failFastMs} ms ago`,
+      );
+    }
+    let first: unknown;
+    for (let n = 1; n <= 2; n++) {
+      try {
+        return await this.#bounded(attempt);
+      } catch (err) {
+        if (err instanceof BackendAnswer) {
+          throw new ServiceError('cache_unavailable', `Memcached ${operation}: ${err.message}`, {
+            cause: err,
+          });
+        }
+        reset();
+        first ??= err;
+      }
+    }
+    this.#downUntilMs = this.#now() + this.#failFastMs;
+    throw new ServiceError(
+      'cache_unavailable',
+      `Memcached ${operation} failed twice, the second time on a fresh connection: ${describe(first)}`,
+      { cause: first },
+    );
+  }
+
+  /** One attempt, rejected with AttemptTimeout after its time (stalls forgiven, see the header). */
+  #bounded<T>(attempt: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let done = false;
+      let timer: NodeJS.Timeout | undefined;
+      let forgiven = 0;
+      const arm = () => {
+        const armedAt = this.#monotonic();
+        timer = setTimeout(() => {
+          const lateMs = this.#monotonic() - armedAt - this.#timeoutMs;
+          if (lateMs > STALL_TOLERANCE_MS && forgiven < MAX_STALLS_FORGIVEN) {
+            forgiven++;
+            arm();
+            return;
+          }
+          setImmediate(() => {
+            if (done) return;
+            done = true;
+            reject(new AttemptTimeout(`no answer within ${this.#timeoutMs} ms`));
+          });
+        }, this.#timeoutMs);
+      };
+      arm();
+      attempt().then(
+        (value) => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (err: unknown) => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
+    });
+  }
+}
+
+function describe(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.slice(0, 200);
+}
