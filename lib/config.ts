@@ -18,6 +18,13 @@ export type CredentialSource =
       clientKey: string | undefined;
     };
 
+/** What to fetch for a `classic` app whose record is missing (lost, flushed, or never written). */
+export type MissingRecordPolicy =
+  /** A stable token first; classic again once every promise made before the loss has run out (lifetime.ts). */
+  | 'stable_first'
+  /** A classic token at once: it may kill tokens handed out before the loss, whatever they were promised. */
+  | 'classic';
+
 /** What to do for a `classic` app when Memcached is down and no valid token is held in memory. */
 export type CacheOutagePolicy =
   /** Fetch a stable token instead: a separate token that classic fetches never invalidate. */
@@ -55,6 +62,7 @@ export interface Config {
   /** The service answers this long before the invocation's deadline. */
   deadlineMarginMs: number;
   cacheOutagePolicy: CacheOutagePolicy;
+  missingRecordPolicy: MissingRecordPolicy;
   /** How often the EventBridge schedule runs (serverless.yml); requests leave it this head start. */
   scheduleIntervalSeconds: number;
   logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
@@ -101,6 +109,7 @@ export function loadConfig(env: Env = process.env): Config {
       ['stable_fallback', 'classic', 'fail'],
       'stable_fallback',
     ),
+    missingRecordPolicy: readEnum(env, 'MISSING_RECORD_POLICY', ['stable_first', 'classic'], 'stable_first'),
     logLevel: readEnum(env, 'LOG_LEVEL', ['DEBUG', 'INFO', 'WARN', 'ERROR'], 'INFO', (v) => v.toUpperCase()),
   };
 }

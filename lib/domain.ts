@@ -81,6 +81,16 @@ export interface TokenRecord {
   generation: number;
   /** Which instance wrote it (for logs; never a secret). */
   writer: string;
+  /**
+   * A classic app's record rebuilt after its record went missing: until then it is refreshed from the
+   * stable endpoint, because tokens handed out before the loss may still be promised (lifetime.ts).
+   */
+  classicNotBeforeMs?: number;
+  /**
+   * A ticket first seen with no record of when WeChat issued it: WeChat answers an existing ticket
+   * with the full `expires_in` again, so its remaining life is unknown and nothing is promised.
+   */
+  ageUnknown?: true;
 }
 
 /** What WeChat granted: an opaque value and the lifetime it announced. */

@@ -10,10 +10,13 @@
  *      process stalled — the time is not Memcached's, so the call gets its time again (a few times);
  *   2. before it rejects, gives pending I/O one more loop turn (setImmediate runs after the poll
  *      phase), so an answer that is already there wins;
- *   3. retries a call that timed out or lost its connection once, on a fresh connection;
+ *   3. retries a call that timed out or lost its connection once, on a fresh connection, with four
+ *      times the time (at least a second): a busy machine slows Memcached's answers too, and slow is
+ *      not down;
  *   4. declares Memcached unreachable only when that second attempt fails too, and only then makes
  *      further calls fail at once for a short window — so an outage costs one caller two timeouts,
- *      not every caller.
+ *      not every caller. After the window one call probes with a single short attempt: it either
+ *      finds Memcached back or opens the window again.
  *
  * One slow reply, a stall of the process, or a failed background call (a counter) never opens the
  * window; answers Memcached gave (an error status) never count as unreachability.
@@ -31,6 +34,9 @@ export interface CallGuardOptions {
   monotonic?: () => number;
 }
 
+/** The retry on a fresh connection may take this many times the first attempt's time, at least 1 s. */
+const RETRY_TIME_FACTOR = 4;
+const RETRY_MIN_MS = 1000;
 /** A timer later than this (beyond its delay) means the process itself did not run. */
 const STALL_TOLERANCE_MS = 100;
 /** How many stalls one attempt forgives before its timeout counts. */
@@ -51,6 +57,8 @@ export class CallGuard {
   readonly #failFastMs: number;
   readonly #now: () => number;
   readonly #monotonic: () => number;
+  /** Memcached was found unreachable and has not answered since. */
+  #down = false;
   #downUntilMs = 0;
 
   constructor(options: CallGuardOptions) {
@@ -71,12 +79,18 @@ export class CallGuard {
         `Memcached ${operation} skipped: Memcached was unreachable less than ${this.#failFastMs} ms ago`,
       );
     }
+    const attempts = this.#down ? 1 : 2;
     let first: unknown;
-    for (let n = 1; n <= 2; n++) {
+    for (let n = 1; n <= attempts; n++) {
       try {
-        return await this.#bounded(attempt);
+        const timeoutMs =
+          n === 1 ? this.#timeoutMs : Math.max(RETRY_MIN_MS, RETRY_TIME_FACTOR * this.#timeoutMs);
+        const value = await this.#bounded(attempt, timeoutMs);
+        this.#down = false;
+        return value;
       } catch (err) {
         if (err instanceof BackendAnswer) {
+          this.#down = false;
           throw new ServiceError('cache_unavailable', `Memcached ${operation}: ${err.message}`, {
             cause: err,
           });
@@ -85,16 +99,20 @@ export class CallGuard {
         first ??= err;
       }
     }
+    const probe = this.#down;
+    this.#down = true;
     this.#downUntilMs = this.#now() + this.#failFastMs;
     throw new ServiceError(
       'cache_unavailable',
-      `Memcached ${operation} failed twice, the second time on a fresh connection: ${describe(first)}`,
+      probe
+        ? `Memcached ${operation} failed: Memcached is still unreachable (${describe(first)})`
+        : `Memcached ${operation} failed twice, the second time on a fresh connection: ${describe(first)}`,
       { cause: first },
     );
   }
 
   /** One attempt, rejected with AttemptTimeout after its time (stalls forgiven, see the header). */
-  #bounded<T>(attempt: () => Promise<T>): Promise<T> {
+  #bounded<T>(attempt: () => Promise<T>, timeoutMs: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let done = false;
       let timer: NodeJS.Timeout | undefined;
@@ -102,7 +120,7 @@ export class CallGuard {
       const arm = () => {
         const armedAt = this.#monotonic();
         timer = setTimeout(() => {
-          const lateMs = this.#monotonic() - armedAt - this.#timeoutMs;
+          const lateMs = this.#monotonic() - armedAt - timeoutMs;
           if (lateMs > STALL_TOLERANCE_MS && forgiven < MAX_STALLS_FORGIVEN) {
             forgiven++;
             arm();
@@ -111,9 +129,9 @@ export class CallGuard {
           setImmediate(() => {
             if (done) return;
             done = true;
-            reject(new AttemptTimeout(`no answer within ${this.#timeoutMs} ms`));
+            reject(new AttemptTimeout(`no answer within ${timeoutMs} ms`));
           });
-        }, this.#timeoutMs);
+        }, timeoutMs);
       };
       arm();
       attempt().then(

@@ -4,7 +4,7 @@
  * token). Every call goes through the upstream guard.
  */
 
-import type { CacheOutagePolicy } from '../config.ts';
+import type { CacheOutagePolicy, MissingRecordPolicy } from '../config.ts';
 import {
   type CallContext,
   type FetchReason,
@@ -20,6 +20,7 @@ import type { Clock, SecretSource, WeChatApi } from '../ports.ts';
 import { requireApp } from '../secrets/credentials.ts';
 import { AmbiguousUpstreamError } from '../wechat/client.ts';
 import { TOKEN_INVALID_ERRCODES } from '../wechat/errcodes.ts';
+import { classicResumeAtMs, type LifetimeSettings } from './lifetime.ts';
 import { type Fetched, type RecordKeys, recordKeys, type UpstreamName } from './record.ts';
 import type { UpstreamGuard } from './upstream-guard.ts';
 
@@ -50,7 +51,33 @@ export interface FetcherDeps {
   secrets: SecretSource;
   clock: Clock;
   guard: UpstreamGuard;
-  settings: { cacheKeyPrefix: string; cacheOutagePolicy: CacheOutagePolicy };
+  settings: LifetimeSettings & {
+    cacheKeyPrefix: string;
+    cacheOutagePolicy: CacheOutagePolicy;
+    missingRecordPolicy: MissingRecordPolicy;
+  };
+}
+
+/**
+ * Which endpoint a refresh of `current` uses. A classic app whose record is missing gets a stable
+ * token first, and stays on the stable endpoint until `classicNotBeforeMs` (the loss rule of
+ * lifetime.ts); an outage fetch uses the outage policy's endpoint.
+ */
+function endpointFor(
+  deps: FetcherDeps,
+  tokenApi: TokenApi,
+  ctx: FetchContext,
+): { api: TokenApi; classicNotBeforeMs?: number } {
+  const { settings, clock } = deps;
+  if (ctx.reason === 'outage') {
+    return { api: settings.cacheOutagePolicy === 'stable_fallback' ? 'stable' : tokenApi };
+  }
+  if (tokenApi === 'stable' || settings.missingRecordPolicy === 'classic') return { api: tokenApi };
+  const now = clock.now();
+  if (ctx.current === null) return { api: 'stable', classicNotBeforeMs: classicResumeAtMs(now, settings) };
+  const notBefore = ctx.current.classicNotBeforeMs;
+  if (notBefore !== undefined && now < notBefore) return { api: 'stable', classicNotBeforeMs: notBefore };
+  return { api: 'classic' };
 }
 
 /** The access token of `appid`. */
@@ -63,8 +90,8 @@ export function tokenTarget(deps: FetcherDeps, appid: string): Target {
     fetch: async (ctx) => {
       const { wechat, clock, guard, secrets } = deps;
       let app = await requireApp(secrets, appid);
-      let api: TokenApi = app.tokenApi;
-      if (ctx.reason === 'outage' && deps.settings.cacheOutagePolicy === 'stable_fallback') api = 'stable';
+      const chosen = endpointFor(deps, app.tokenApi, ctx);
+      let api = chosen.api;
       const upstream: UpstreamName = api === 'classic' ? 'token' : 'stable_token';
       const force = api === 'stable' && ctx.force;
       const call = async (): Promise<Fetched> => {
@@ -73,7 +100,14 @@ export function tokenTarget(deps: FetcherDeps, appid: string): Target {
           deadlineAtMs: ctx.deadlineAtMs,
           forceRefresh: force,
         });
-        return { grant, origin: api, sentAtMs };
+        return {
+          grant,
+          origin: api,
+          sentAtMs,
+          ...(chosen.classicNotBeforeMs === undefined
+            ? {}
+            : { classicNotBeforeMs: chosen.classicNotBeforeMs }),
+        };
       };
       const target = { kind, appid };
       try {

@@ -23,6 +23,22 @@
  * (600 s right after its fetch, 290 s once it is older than the min age).
  * A token killed by someone outside the service is beyond any promise: that is what passive refresh
  * is for.
+ *
+ * Record loss. Memcached can lose a record at any moment (eviction, a restart, `flush_all`, a replaced
+ * node), and a fresh cache looks exactly like a flushed one. If the next fetch were classic, it would
+ * kill the last token T1 at once or 300 s later whatever it was promised. So a classic app whose record
+ * is missing is served a token from the stable endpoint, which invalidates nothing, and its next
+ * classic fetch R waits until `classicResumeAtMs(D)`, D being when the loss was found:
+ *   - every promise about T1 was made by an instance that confirmed T1 at some C ≤ D, and is at most
+ *     max(fetched + min age, C − lease) + 300 s ≤ D + min age + 300 s (the bound above, passive on);
+ *     R kills T1 at R + 300 s, so R ≥ D + min age keeps every one;
+ *   - the token T0 before T1 was promised at most E0 + min(300 s, min age) ≤ D + min(300 s, min age),
+ *     E0 being no later than T1's fetch; R kills T0 at once, and R ≥ D + min age ≥ that bound;
+ *   - with passive refresh off the bound on T1 is its natural expiry, at most D + 7200 s: R waits
+ *     D + 7200 s − 300 s.
+ * A second loss before R finds the stable record missing and starts over from its own D: still safe.
+ * Stable tokens (normal mode) and tickets invalidate nothing: a loss does not change their promises,
+ * except that a ticket seen with no record has an unknown age (see `ticketPromiseUntilMs`).
  */
 import type { Origin, TokenRecord } from '../domain.ts';
 
@@ -85,8 +101,8 @@ export function guaranteedUntilMs(
   confirmedAtMs: number,
   settings: LifetimeSettings,
 ): number {
-  // Re-fetching a ticket does not invalidate the previous one.
-  if (record.origin === 'ticket') return record.expiresAtMs;
+  // Re-fetching a ticket does not invalidate the previous one; a ticket of unknown age is promised nothing.
+  if (record.origin === 'ticket') return record.ageUnknown ? record.fetchedAtMs : record.expiresAtMs;
 
   const lifeMs = record.expiresAtMs - record.fetchedAtMs;
   const passiveEnabled = settings.passiveRefreshDailyBudget > 0;
@@ -116,6 +132,24 @@ export function guaranteedUntilMs(
   const survivalMs = Math.min(OVERLAP_MS, secondRefreshGapMs);
 
   return Math.min(record.expiresAtMs, earliestRefreshMs + survivalMs);
+}
+
+/** WeChat's longest token life (wechat-facts §1: `expires_in` is "within 7200 s"). */
+const WECHAT_MAX_LIFE_MS = 7_200_000;
+
+/** The earliest moment a classic fetch may follow a record loss found at `detectedAtMs` (see the header). */
+export function classicResumeAtMs(detectedAtMs: number, settings: LifetimeSettings): number {
+  if (settings.passiveRefreshDailyBudget > 0)
+    return detectedAtMs + settings.passiveRefreshMinAgeSeconds * 1000;
+  return detectedAtMs + WECHAT_MAX_LIFE_MS - OVERLAP_MS;
+}
+
+/**
+ * How often a ticket of unknown age is asked for again: until WeChat hands out a different ticket,
+ * whose age is then bounded by the previous answer. Shorter for short-lived test tickets.
+ */
+export function unknownAgeRecheckMs(lifeMs: number): number {
+  return Math.max(1000, Math.min(60_000, Math.floor(lifeMs / 10)));
 }
 
 /** Whole seconds from `nowMs` to `untilMs`, never negative. */

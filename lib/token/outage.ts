@@ -14,6 +14,7 @@ import { requireApp } from '../secrets/credentials.ts';
 import type { Target } from './fetchers.ts';
 import type { MemoryCopies, MemoryEntry } from './memory-copy.ts';
 import { encodeRecord, type Fetched, recordTtlSeconds } from './record.ts';
+import type { ReportedTokens } from './reported.ts';
 
 export type WriteBackOutcome = 'written' | 'exists' | 'unfit' | 'failed';
 
@@ -23,6 +24,7 @@ export interface OutageDeps {
   telemetry: Telemetry;
   secrets: SecretSource;
   memory: MemoryCopies;
+  reported: ReportedTokens;
   policy: CacheOutagePolicy;
   /** Builds the record of a value fetched during the outage (there is no previous one). */
   buildRecord(target: Target, fetched: Fetched): TokenRecord;
@@ -48,7 +50,11 @@ export class Outage {
   async writeBack(target: Target, entry: MemoryEntry, now: number): Promise<WriteBackOutcome> {
     const { record } = entry;
     const key = target.keys.record;
-    if (now >= record.refreshAtMs || this.#deps.memory.guaranteedUntilMs(entry) <= now) {
+    if (
+      now >= record.refreshAtMs ||
+      this.#deps.memory.guaranteedUntilMs(entry) <= now ||
+      (await this.#deps.reported.reportedDead(target, record.value))
+    ) {
       this.#writeBackPending.delete(key);
       return 'unfit';
     }
@@ -71,7 +77,12 @@ export class Outage {
     this.#writeBackPending.add(key);
     const held = memory.get(key);
     const now = clock.now();
-    if (held && held.record.value !== avoid && now < held.record.expiresAtMs) {
+    if (
+      held &&
+      held.record.value !== avoid &&
+      !this.#deps.reported.knownDead(held.record.value) &&
+      now < held.record.expiresAtMs
+    ) {
       telemetry.emit({
         event: 'token.stale_served',
         kind: target.kind,

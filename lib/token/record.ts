@@ -3,7 +3,7 @@
  * WeChat granted, encoded, validated when read back, and how long Memcached keeps it.
  */
 import { APPID_PATTERN, type Grant, type Origin, type TokenKind, type TokenRecord } from '../domain.ts';
-import { type LifetimeSettings, naturalExpiryMs, refreshAtMs } from './lifetime.ts';
+import { type LifetimeSettings, naturalExpiryMs, refreshAtMs, unknownAgeRecheckMs } from './lifetime.ts';
 
 /** The record format version: part of every key, so a format change never reads old values. */
 export const RECORD_FORMAT = 'v1';
@@ -90,7 +90,9 @@ export function decodeRecord(text: string | null, kind: TokenKind, appid: string
     Number.isSafeInteger(r.generation) &&
     (r.generation as number) >= 1 &&
     typeof r.writer === 'string' &&
-    r.writer.length <= 64;
+    r.writer.length <= 64 &&
+    (r.classicNotBeforeMs === undefined || isTime(r.classicNotBeforeMs)) &&
+    (r.ageUnknown === undefined || (r.ageUnknown === true && r.origin === 'ticket'));
   if (!ok) return null;
   return {
     kind,
@@ -102,6 +104,8 @@ export function decodeRecord(text: string | null, kind: TokenKind, appid: string
     refreshAtMs: r.refreshAtMs as number,
     generation: r.generation as number,
     writer: r.writer as string,
+    ...(r.classicNotBeforeMs === undefined ? {} : { classicNotBeforeMs: r.classicNotBeforeMs as number }),
+    ...(r.ageUnknown ? { ageUnknown: true as const } : {}),
   };
 }
 
@@ -114,12 +118,14 @@ export interface Fetched {
   grant: Grant;
   origin: Origin;
   sentAtMs: number;
+  /** A stable token fetched for a classic app after a record loss: when classic fetches may resume. */
+  classicNotBeforeMs?: number;
 }
 
 /**
  * The record for a value just fetched. `previous` is the record it replaces, if any: when WeChat
  * handed back the same value (a stable token inside its life, an existing ticket), the value's life
- * still counts from when it was first seen.
+ * still counts from when it was first seen. A ticket with no previous record has an unknown age.
  */
 export function buildRecord(
   target: { kind: TokenKind; appid: string },
@@ -130,36 +136,65 @@ export function buildRecord(
   writer: string,
 ): TokenRecord {
   const { grant, origin, sentAtMs } = fetched;
-  const same = previous !== null && previous.value === grant.value;
-  let fetchedAtMs = sentAtMs;
-  let expiresAtMs =
-    origin === 'ticket'
-      ? sentAtMs + grant.expiresInSeconds * 1000
-      : naturalExpiryMs(sentAtMs, grant.expiresInSeconds);
-  let refresh = refreshAtMs(fetchedAtMs, expiresAtMs, origin, jitter, settings);
-  if (same) {
-    // WeChat handed back the value we hold. A ticket's `expires_in` is then the full life again,
-    // so its life counts from first sight, and asking again before it ends gains nothing.
-    fetchedAtMs = previous.fetchedAtMs;
-    if (origin === 'ticket') {
-      // Still handed out after the life we counted: alive now, for an unknown while — keep it briefly.
-      expiresAtMs =
-        previous.expiresAtMs > sentAtMs ? Math.min(expiresAtMs, previous.expiresAtMs) : sentAtMs + 1000;
-      refresh = expiresAtMs;
-    } else {
-      refresh = refreshAtMs(fetchedAtMs, expiresAtMs, origin, jitter, settings);
-    }
+  const base = { kind: target.kind, appid: target.appid, value: grant.value, origin, writer };
+  const generation = (previous?.generation ?? 0) + 1;
+  if (origin === 'ticket') {
+    return { ...base, generation, ...ticketLife(grant, sentAtMs, previous, jitter, settings) };
   }
+
+  let fetchedAtMs = sentAtMs;
+  const expiresAtMs = naturalExpiryMs(sentAtMs, grant.expiresInSeconds);
+  // A stable token handed back again keeps the life counted from when it was first seen.
+  if (previous !== null && previous.value === grant.value) fetchedAtMs = previous.fetchedAtMs;
+  const refresh = refreshAtMs(fetchedAtMs, expiresAtMs, origin, jitter, settings);
   return {
-    kind: target.kind,
-    appid: target.appid,
-    value: grant.value,
-    origin,
+    ...base,
     fetchedAtMs,
     expiresAtMs,
     refreshAtMs: Math.max(refresh, fetchedAtMs + 1),
-    generation: (previous?.generation ?? 0) + 1,
-    writer,
+    generation,
+    ...(fetched.classicNotBeforeMs === undefined ? {} : { classicNotBeforeMs: fetched.classicNotBeforeMs }),
+  };
+}
+
+/**
+ * A ticket's life. WeChat answers an existing ticket with the full `expires_in` again, so a ticket's
+ * life counts from when it was first seen, and a ticket seen with no record of that has an unknown age:
+ * nothing is promised, and it is asked for again every `unknownAgeRecheckMs` until WeChat hands out a
+ * different one — issued after the previous answer, so its life counts from that answer.
+ */
+function ticketLife(
+  grant: Grant,
+  sentAtMs: number,
+  previous: TokenRecord | null,
+  jitter: number,
+  settings: LifetimeSettings,
+): Pick<TokenRecord, 'fetchedAtMs' | 'expiresAtMs' | 'refreshAtMs' | 'ageUnknown'> {
+  const lifeMs = grant.expiresInSeconds * 1000;
+  const same = previous !== null && previous.value === grant.value;
+  if (previous === null || (same && previous.ageUnknown)) {
+    return {
+      fetchedAtMs: sentAtMs,
+      expiresAtMs: sentAtMs + lifeMs,
+      refreshAtMs: sentAtMs + unknownAgeRecheckMs(lifeMs),
+      ageUnknown: true,
+    };
+  }
+  if (!same) {
+    // New since the previous answer: born no earlier than when that answer was asked for.
+    const bornAtMs = previous.ageUnknown ? previous.fetchedAtMs : sentAtMs;
+    const expiresAtMs = bornAtMs + lifeMs;
+    const refresh = refreshAtMs(bornAtMs, expiresAtMs, 'ticket', jitter, settings);
+    return { fetchedAtMs: bornAtMs, expiresAtMs, refreshAtMs: Math.max(bornAtMs + 1, refresh) };
+  }
+  // The value we hold, still handed out: its life counts from first sight. Past the life we counted it
+  // is alive now, for an unknown while — keep it briefly and ask again.
+  const expiresAtMs =
+    previous.expiresAtMs > sentAtMs ? Math.min(sentAtMs + lifeMs, previous.expiresAtMs) : sentAtMs + 1000;
+  return {
+    fetchedAtMs: previous.fetchedAtMs,
+    expiresAtMs,
+    refreshAtMs: Math.max(previous.fetchedAtMs + 1, expiresAtMs),
   };
 }
 

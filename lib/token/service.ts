@@ -31,7 +31,7 @@
  * concurrent requests of this instance.
  */
 
-import type { CacheOutagePolicy } from '../config.ts';
+import type { CacheOutagePolicy, MissingRecordPolicy } from '../config.ts';
 import type { CallContext, FetchReason, Served, TicketType, TokenKind, TokenRecord } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { Clock, KeyValueStore, SecretSource, Telemetry, WeChatApi } from '../ports.ts';
@@ -49,6 +49,7 @@ import {
   hashJitter,
   recordTtlSeconds,
 } from './record.ts';
+import { ReportedTokens } from './reported.ts';
 import { UpstreamGuard } from './upstream-guard.ts';
 
 export interface TokenServiceSettings extends LifetimeSettings {
@@ -56,6 +57,7 @@ export interface TokenServiceSettings extends LifetimeSettings {
   memoryCacheSeconds: number;
   failureMemorySeconds: number;
   cacheOutagePolicy: CacheOutagePolicy;
+  missingRecordPolicy: MissingRecordPolicy;
   /** How often the schedule runs: user requests leave it this head start on each refresh. */
   scheduleIntervalSeconds: number;
 }
@@ -85,6 +87,8 @@ interface RefreshMode {
   avoid?: string;
 }
 
+/** How long a reported token of unknown life is remembered as dead: WeChat's longest token life. */
+const DEAD_TOKEN_MEMORY_MS = 7_200_000;
 const POLL_FIRST_MS = 20;
 const POLL_MAX_MS = 250;
 
@@ -94,6 +98,7 @@ export class TokenService {
   readonly #memory: MemoryCopies;
   readonly #guard: UpstreamGuard;
   readonly #outage: Outage;
+  readonly #reported: ReportedTokens;
   readonly #fetchers: FetcherDeps;
 
   constructor(deps: TokenServiceDeps) {
@@ -102,12 +107,14 @@ export class TokenService {
     this.#lock = new RefreshLock(store, clock, settings.lockLeaseSeconds);
     this.#memory = new MemoryCopies(settings);
     this.#guard = new UpstreamGuard({ store, clock, telemetry, settings });
+    this.#reported = new ReportedTokens({ store, clock, cacheKeyPrefix: settings.cacheKeyPrefix });
     this.#outage = new Outage({
       store,
       clock,
       telemetry,
       secrets,
       memory: this.#memory,
+      reported: this.#reported,
       policy: settings.cacheOutagePolicy,
       buildRecord: (target, fetched) => this.#buildRecord(target, fetched, null),
     });
@@ -137,7 +144,8 @@ export class TokenService {
       if (isCacheDown(err)) return this.#outage.serve(target, ctx, err as ServiceError, invalidToken);
       throw err;
     }
-    if (!current) return this.#get(target, ctx);
+    // Lost or never written: whatever is fetched now replaces the reported token, never it.
+    if (!current) return this.#get(target, ctx, invalidToken);
     const now = this.#deps.clock.now();
     if (
       current.value !== invalidToken ||
@@ -182,10 +190,14 @@ export class TokenService {
 
   // ---- the algorithm, in the order of the header ---------------------------------------------
 
-  async #get(target: Target, ctx: CallContext): Promise<Served> {
+  /** `avoid`: a value a consumer reported as rejected by WeChat — never the answer. */
+  async #get(target: Target, ctx: CallContext, avoid?: string): Promise<Served> {
     const { clock, settings } = this.#deps;
-    // 1. Memory copy.
-    const memory = this.#memory.get(target.keys.record);
+    // 1. Memory copy, unless its value was reported dead.
+    let memory = this.#memory.get(target.keys.record);
+    if (memory && (memory.record.value === avoid || this.#reported.knownDead(memory.record.value))) {
+      memory = undefined;
+    }
     if (memory) {
       const now = clock.now();
       if (
@@ -202,7 +214,7 @@ export class TokenService {
     try {
       current = await this.#read(target);
     } catch (err) {
-      if (isCacheDown(err)) return this.#outage.serve(target, ctx, err as ServiceError);
+      if (isCacheDown(err)) return this.#outage.serve(target, ctx, err as ServiceError, avoid);
       throw err;
     }
     const now = clock.now();
@@ -214,7 +226,7 @@ export class TokenService {
     }
     // 3. Inside the window, expired or missing.
     const reason: FetchReason = !current ? 'missing' : now < current.expiresAtMs ? 'window' : 'expired';
-    return this.#refreshUnderLock(target, ctx, current, { reason });
+    return this.#refreshUnderLock(target, ctx, current, avoid === undefined ? { reason } : { reason, avoid });
   }
 
   /** 3. Try the lock: won → 4; lost → 5, until a peer's value arrives or its lease lapses. */
@@ -242,7 +254,7 @@ export class TokenService {
       if (mode.replaceGeneration === undefined && current && now < current.expiresAtMs) {
         return this.#memory.serveRecord(current, now, 'cache');
       }
-      const outcome = await this.#waitForPeer(target, ctx, current, mode.replaceGeneration);
+      const outcome = await this.#waitForPeer(target, ctx, current, mode);
       const waited = { kind: target.kind, appid: target.appid, waitedMs: clock.now() - waitStartedAtMs };
       if (outcome.kind === 'served') {
         telemetry.emit({ event: 'lock.wait', ...waited, outcome: 'peer' });
@@ -250,7 +262,12 @@ export class TokenService {
       }
       telemetry.emit({ event: 'lock.wait', ...waited, outcome: 'takeover' });
       current = outcome.latest;
-      if (mode.replaceGeneration !== undefined && current && current.generation > mode.replaceGeneration) {
+      if (
+        mode.replaceGeneration !== undefined &&
+        current &&
+        current.generation > mode.replaceGeneration &&
+        current.value !== mode.avoid
+      ) {
         return this.#memory.serveRecord(current, clock.now(), 'peer');
       }
     }
@@ -268,7 +285,7 @@ export class TokenService {
     try {
       const latest = await this.#read(target);
       const now = clock.now();
-      if (latest) {
+      if (latest && latest.value !== mode.avoid) {
         const peerReplaced =
           mode.replaceGeneration !== undefined
             ? latest.generation > mode.replaceGeneration
@@ -288,8 +305,9 @@ export class TokenService {
       if (mode.reason === 'passive') {
         await this.#guard.admitPassive(
           target.appid,
+          // Whether the refresh will be a stable force refresh (WeChat's own limits then apply).
           async () =>
-            base?.origin === 'stable' ||
+            (base?.classicNotBeforeMs ?? 0) > clock.now() ||
             (await requireApp(this.#deps.secrets, target.appid)).tokenApi === 'stable',
         );
       }
@@ -313,7 +331,18 @@ export class TokenService {
         }
         throw err;
       }
+      if (mode.avoid !== undefined && fetched.grant.value === mode.avoid) {
+        throw new ServiceError(
+          'wechat_unavailable',
+          `WeChat still hands out the ${target.kind} of appid ${target.appid} that was reported invalid; retry shortly`,
+        );
+      }
       const record = this.#buildRecord(target, fetched, base);
+      if (mode.avoid !== undefined) {
+        // The reported token is replaced: dead for good, here and (through the cache) everywhere.
+        const until = base?.value === mode.avoid ? base.expiresAtMs : clock.now() + DEAD_TOKEN_MEMORY_MS;
+        await this.#reported.markDead(target, mode.avoid, until);
+      }
       let written = false;
       try {
         written = await this.#lock.stillHeld(lock);
@@ -341,10 +370,10 @@ export class TokenService {
     target: Target,
     ctx: CallContext,
     current: TokenRecord | null,
-    replaceGeneration: number | undefined,
+    mode: RefreshMode,
   ): Promise<{ kind: 'served'; served: Served } | { kind: 'takeover'; latest: TokenRecord | null }> {
     const { clock } = this.#deps;
-    const floorGeneration = replaceGeneration ?? current?.generation ?? 0;
+    const floorGeneration = mode.replaceGeneration ?? current?.generation ?? 0;
     let delayMs = POLL_FIRST_MS;
     for (;;) {
       const jittered = delayMs / 2 + clock.random() * delayMs;
@@ -365,7 +394,12 @@ export class TokenService {
       delayMs = Math.min(delayMs * 2, POLL_MAX_MS);
       const latest = await this.#read(target);
       const now = clock.now();
-      if (latest && latest.generation > floorGeneration && now < latest.expiresAtMs) {
+      if (
+        latest &&
+        latest.generation > floorGeneration &&
+        latest.value !== mode.avoid &&
+        now < latest.expiresAtMs
+      ) {
         return { kind: 'served', served: this.#memory.serveRecord(latest, now, 'peer') };
       }
       if (!(await this.#lock.isHeld(target.keys.lock))) {
@@ -385,6 +419,8 @@ export class TokenService {
    * Promises do not change: they are bounded by `refreshAtMs`, the earliest refresh of either kind.
    */
   #userRefreshAtMs(record: TokenRecord): number {
+    // A ticket of unknown age is asked for again on time: how soon it dies is not known.
+    if (record.ageUnknown) return record.refreshAtMs;
     const headStartMs = Math.min(
       this.#deps.settings.scheduleIntervalSeconds * 1000,
       Math.floor((record.expiresAtMs - record.refreshAtMs) / 2),

@@ -3,7 +3,7 @@
  * are) running dist/index.js against one real memcached and the WeChat simulator.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
+import { CLASSIC_FIRST, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
 import { instancePool } from '../support/instances.ts';
 import { TEST_APPID, TEST_APPID_2, TEST_APPID_STABLE } from '../support/secrets.ts';
 
@@ -85,7 +85,12 @@ describe('passive refresh', () => {
   });
 
   it('a token killed by a fetcher outside the service, reported by 60 callers, is replaced with exactly 1 fetch', async () => {
-    const env = world.env({ CACHE_KEY_PREFIX: unique('killed'), PASSIVE_REFRESH_MIN_AGE_SECONDS: '0' });
+    // An outside fetcher kills classic tokens: the app holds a classic one from the start.
+    const env = world.env({
+      CACHE_KEY_PREFIX: unique('killed'),
+      PASSIVE_REFRESH_MIN_AGE_SECONDS: '0',
+      ...CLASSIC_FIRST,
+    });
     const procs = await spawnMany(3, env);
     const ours = await procs[0]!.invoke<TokenBody>({ appid: TEST_APPID });
     // Two outside fetches: the token before last dies at once.
@@ -175,6 +180,7 @@ describe('a crashed lock holder', () => {
       CACHE_KEY_PREFIX: unique('crash'),
       LOCK_LEASE_SECONDS: '3',
       UPSTREAM_TIMEOUT_MS: '2000',
+      ...CLASSIC_FIRST,
     });
     const [holder, survivor] = await spawnMany(2, env);
     world.sim.resetCounters();
@@ -215,7 +221,8 @@ describe('short-lived tokens under steady load', () => {
   it('20-second tokens, 3 processes for 45 s: at most 6 fetches and never an invalidated token', async () => {
     world.sim.setTokenLifetime(20);
     try {
-      const env = world.env({ CACHE_KEY_PREFIX: unique('short') });
+      // The classic refresh cycle from the first token on.
+      const env = world.env({ CACHE_KEY_PREFIX: unique('short'), ...CLASSIC_FIRST });
       const procs = await spawnMany(3, env);
       world.sim.resetCounters();
       const endAt = Date.now() + 45_000;

@@ -5,7 +5,14 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type MemcachedProcess, startMemcached } from '../../local/memcached-server.ts';
-import { credentialsSecret, SECRET_ID, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
+import {
+  CLASSIC_FIRST,
+  credentialsSecret,
+  SECRET_ID,
+  startWorld,
+  uniquePrefix,
+  type World,
+} from '../support/fixtures.ts';
 import { instancePool } from '../support/instances.ts';
 import { TEST_APPID, TEST_APPID_2, TEST_SECRET_ROTATED } from '../support/secrets.ts';
 
@@ -128,8 +135,9 @@ describe('memcached frozen (SIGSTOP) for 6 s under load', () => {
       if (body.access_token) expect(world.sim.tokenStatus(body.access_token)).toBe('valid');
       else expect(body.error?.code).toBe('cache_unavailable');
     }
-    // 200 ms timeout per cache call, and the adapter fails fast after the first: well inside the 3 s.
-    expect(Math.max(...coldLatencies)).toBeLessThan(1500);
+    // The first call finds Memcached unreachable after 200 ms and a 1-s retry on a fresh connection;
+    // later calls fail fast or probe once (200 ms): each answer comes inside its 3-s invocation.
+    expect(Math.max(...coldLatencies)).toBeLessThan(3000);
     expect(Math.max(...slowest)).toBeLessThan(1000);
     expect(world.sim.calls.token).toBeLessThanOrEqual(1);
 
@@ -142,9 +150,10 @@ describe('memcached frozen (SIGSTOP) for 6 s under load', () => {
   });
 });
 
+// These exercise the classic endpoint's faults: a classic app's first fetch is classic here (CLASSIC_FIRST).
 describe('WeChat faults', () => {
   it('retries -1 (system busy): twice busy then success is 3 calls and a token', async () => {
-    const [p] = await spawn(1, env());
+    const [p] = await spawn(1, env(CLASSIC_FIRST));
     world.sim.inject({ endpoint: 'token', errcode: -1, times: 2 });
     const body = await p!.invoke<TokenBody>({ appid: TEST_APPID });
     expect(world.sim.tokenStatus(body.access_token!)).toBe('valid');
@@ -157,7 +166,7 @@ describe('WeChat faults', () => {
   ])(
     'retries %s — on the stable endpoint, since the classic call may have issued a token',
     async (_case, fault) => {
-      const [p] = await spawn(1, env());
+      const [p] = await spawn(1, env(CLASSIC_FIRST));
       const cached = await p!.invoke<TokenBody>({ appid: TEST_APPID_2 });
       world.sim.resetCounters();
       world.sim.inject({ endpoint: 'token', ...fault });
@@ -216,7 +225,9 @@ describe('WeChat faults', () => {
   });
 
   it('answers a retryable wechat_timeout at least 20 ms before the deadline when WeChat is slower than the time left', async () => {
-    const [p] = await spawn(1, env());
+    const [p] = await spawn(1, env(CLASSIC_FIRST));
+    // A warm instance (secret read, SDK and connections ready): the budget is WeChat's alone.
+    await p!.invoke<TokenBody>({ appid: TEST_APPID });
     const margins: number[] = [];
     for (let i = 0; i < 8; i++) {
       world.sim.resetCounters();

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHandler } from '../../handler/index.ts';
-import { bearer, httpV1, httpV2, startWorld, type World } from '../support/fixtures.ts';
+import { bearer, CLASSIC_FIRST, httpV1, httpV2, startWorld, type World } from '../support/fixtures.ts';
 import { spawnInstance } from '../support/instances.ts';
 import {
   CLIENT_KEY,
@@ -43,7 +43,7 @@ describe('direct invoke get_token', () => {
     try {
       const body = await first.invoke<TokenBody>({ appid: TEST_APPID });
       expect(Object.keys(body).sort()).toEqual(['access_token', 'expires_at', 'expires_in']);
-      expect(world.sim.calls.token).toBe(1);
+      expect(world.sim.calls.token + world.sim.calls.stableToken).toBe(1);
       expect(world.secrets.calls.getSecretValue).toBe(1);
       expect(body.expires_in).toBeGreaterThan(0);
       expect(
@@ -251,7 +251,8 @@ describe('WeChat refusals', () => {
     // Quota: the stable endpoint (the fallback for an exhausted classic quota) is exhausted too.
     if (errcode === 45009) world.sim.inject({ endpoint: 'stable_token', errcode, times: 5 });
     const prefix = `refusal${errcode}`;
-    const handler = createHandler({ env: world.env({ CACHE_KEY_PREFIX: prefix }) });
+    // The classic endpoint's answers: a classic app's first fetch is classic here.
+    const handler = createHandler({ env: world.env({ CACHE_KEY_PREFIX: prefix, ...CLASSIC_FIRST }) });
     try {
       const body = (await handler({ appid: TEST_APPID_2 })) as ErrorBody;
       expect(body.error.code).toBe(code);
@@ -282,7 +283,9 @@ describe('quota exhausted on the classic endpoint', () => {
   it('falls back to the stable endpoint, whose token no classic fetch invalidates', async () => {
     world.sim.resetCounters();
     world.sim.inject({ endpoint: 'token', errcode: 45009, times: 50 });
-    const handler = createHandler({ env: world.env({ CACHE_KEY_PREFIX: 'quotafallback' }) });
+    const handler = createHandler({
+      env: world.env({ CACHE_KEY_PREFIX: 'quotafallback', ...CLASSIC_FIRST }),
+    });
     try {
       const bodies = (await Promise.all(
         Array.from({ length: 21 }, () => handler({ appid: TEST_APPID_2 })),
@@ -337,7 +340,7 @@ describe('the deployable bundle', () => {
       ) as { keys: string[]; error?: string };
       expect(result.error).toBeUndefined();
       expect(result.keys).toEqual(['access_token', 'expires_at', 'expires_in']);
-      expect(world.sim.calls.token).toBe(1);
+      expect(world.sim.calls.token + world.sim.calls.stableToken).toBe(1);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -378,9 +381,10 @@ describe('the deployable bundle', () => {
         ),
       );
       expect(namespaces).toEqual(new Set(['WeChatTokenService']));
+      // A missing record of a classic app is fetched from the stable endpoint first (lifetime.ts).
       expect(emf.find((l) => l.UpstreamFetches === 1)).toMatchObject({
         event: 'upstream.fetch',
-        upstream: 'token',
+        upstream: 'stable_token',
         reason: 'missing',
       });
     } finally {

@@ -154,7 +154,7 @@ describe('npm start (local/start.ts)', () => {
     expect(res.statusCode).toBe(200);
     const body = (await res.body.json()) as { access_token: string };
     expect(simulator.tokenStatus(body.access_token)).toBe('valid');
-    expect(simulator.calls.token).toBe(1);
+    expect(simulator.calls.token + simulator.calls.stableToken).toBe(1);
 
     started.child.kill('SIGTERM');
     expect(await exitWithin(started, 5_000)).toBe(0);

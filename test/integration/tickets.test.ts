@@ -5,7 +5,8 @@
 import { createHash } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHandler } from '../../handler/index.ts';
-import { bearer, httpV2, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
+import { unknownAgeRecheckMs } from '../../lib/token/lifetime.ts';
+import { bearer, CLASSIC_FIRST, httpV2, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
 import { instancePool } from '../support/instances.ts';
 import { CLIENT_KEY, TEST_APPID } from '../support/secrets.ts';
 
@@ -53,7 +54,7 @@ describe('jssdk_config', () => {
       ),
     );
     expect(world.sim.calls.ticket).toBe(1);
-    expect(world.sim.calls.token).toBe(1);
+    expect(world.sim.calls.token + world.sim.calls.stableToken).toBe(1);
     const issued = world.sim.ticketsIssued(TEST_APPID, 'jsapi');
     expect(issued).toHaveLength(1);
     for (const config of configs) {
@@ -135,7 +136,12 @@ describe('tickets', () => {
 
   it('recovers from an outside token rotation with one token refresh and one ticket retry', async () => {
     const handler = createHandler({
-      env: world.env({ CACHE_KEY_PREFIX: unique('rotated'), PASSIVE_REFRESH_MIN_AGE_SECONDS: '0' }),
+      // An outside rotation kills classic tokens only.
+      env: world.env({
+        CACHE_KEY_PREFIX: unique('rotated'),
+        PASSIVE_REFRESH_MIN_AGE_SECONDS: '0',
+        ...CLASSIC_FIRST,
+      }),
     });
     const token = (await handler({ appid: TEST_APPID })) as TokenBody;
     world.sim.rotateExternally(TEST_APPID);
@@ -161,7 +167,11 @@ describe('tickets', () => {
     expect(world.sim.calls.token).toBe(1);
   });
 
-  it('12-second tickets under steady load for 26 s: never an expired ticket or a signature over one, at most 12 getticket calls', async () => {
+  // The first ticket is seen with no record of its age (WeChat answers an existing ticket with the
+  // full 12 s again): nothing is promised for it and it is asked for again every 1.2 s, so it can be
+  // handed out dead only within that recheck of its death. Every later ticket's age is known.
+  const UNKNOWN_AGE_RECHECK_MS = unknownAgeRecheckMs(12_000);
+  it('12-second tickets under steady load for 26 s: no ticket served past its promise, an expired one only within a recheck of the first ticket’s death', async () => {
     // A simulator of its own: no ticket issued under another lifetime lingers in it.
     const own = await startWorld({ ticketLifetimeSeconds: 12 });
     try {
@@ -173,6 +183,16 @@ describe('tickets', () => {
       const endAt = Date.now() + 26_000;
       const bad: string[] = [];
       let signed = 0;
+      /** A dead ticket handed out: fine only for the first ticket, within one recheck of its death. */
+      const dead = (ticket: string, what: string) => {
+        const issued = sim.ticketsIssued(TEST_APPID, 'jsapi');
+        const first = issued[0];
+        const lateMs = Date.now() - (issued.find((t) => t.ticket === ticket)?.expiresAtMs ?? 0);
+        if (ticket !== first?.ticket || lateMs > UNKNOWN_AGE_RECHECK_MS + 500)
+          bad.push(`${what} a ${sim.ticketStatus(ticket)} ticket`);
+        else deadFirst++;
+      };
+      let deadFirst = 0;
       await Promise.all(
         instances.map(async (instance, i) => {
           while (Date.now() < endAt) {
@@ -184,8 +204,7 @@ describe('tickets', () => {
               });
               const ticket = signedWith(config, url, sim);
               if (!ticket) bad.push('signature over no issued ticket');
-              else if (sim.ticketStatus(ticket) !== 'valid')
-                bad.push(`signature over a ${sim.ticketStatus(ticket)} ticket`);
+              else if (sim.ticketStatus(ticket) !== 'valid') dead(ticket, 'signature over');
               signed++;
             } else {
               const body = await instance.invoke<TicketBody>({
@@ -193,8 +212,10 @@ describe('tickets', () => {
                 appid: TEST_APPID,
                 type: 'jsapi',
               });
-              if (sim.ticketStatus(body.ticket) !== 'valid')
-                bad.push(`served a ${sim.ticketStatus(body.ticket)} ticket`);
+              if (sim.ticketStatus(body.ticket) !== 'valid') dead(body.ticket, 'served');
+              // The promise: the ticket lives at least until expires_at.
+              const info = sim.ticketsIssued(TEST_APPID, 'jsapi').find((t) => t.ticket === body.ticket);
+              if (info && body.expires_at * 1000 > info.expiresAtMs) bad.push('promised past its death');
             }
             await new Promise((r) => setTimeout(r, 30));
           }
@@ -204,9 +225,10 @@ describe('tickets', () => {
       expect(bad).toEqual([]);
       expect(sim.ticketsIssued(TEST_APPID, 'jsapi').length).toBeGreaterThanOrEqual(2);
       console.log(
-        `12-s tickets: ${signed} signatures over 26 s, ${sim.calls.ticket} getticket calls, ${sim.ticketsIssued(TEST_APPID, 'jsapi').length} tickets`,
+        `12-s tickets: ${signed} signatures over 26 s, ${sim.calls.ticket} getticket calls, ${sim.ticketsIssued(TEST_APPID, 'jsapi').length} tickets, ${deadFirst} answers with the first ticket within its recheck after its death`,
       );
-      expect(sim.calls.ticket).toBeLessThanOrEqual(12);
+      // While the first ticket's age is unknown: one call per recheck (12 s / 1.2 s); then a few per known life.
+      expect(sim.calls.ticket).toBeLessThanOrEqual(Math.ceil(12_000 / UNKNOWN_AGE_RECHECK_MS) + 1 + 4 * 3);
     } finally {
       await own.close();
     }

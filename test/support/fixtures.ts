@@ -28,6 +28,13 @@ import {
 
 export const SECRET_ID = 'wechat-token-service/test';
 
+/**
+ * For tests of the classic endpoint itself (its faults, retries, rotations): a classic app's first
+ * fetch is classic. Under the default policy a missing record is fetched from the stable endpoint
+ * first (the record-loss rule of lib/token/lifetime.ts, tested on its own).
+ */
+export const CLASSIC_FIRST = { MISSING_RECORD_POLICY: 'classic' } as const;
+
 export const sha256hex = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
 
 /** The many-apps secret form: three apps (one stable, one with tickets) and two clients. */

@@ -69,6 +69,8 @@ describe('CallGuard', () => {
     await elapse(TIMEOUT_MS);
     expect(reset).toHaveBeenCalledTimes(1);
     expect(n).toBe(2);
+    // The retry answers after 800 ms: slow is not down.
+    await elapse(800);
     attempts[1]!.resolve('second');
     await expect(call).resolves.toBe('second');
     // No window: the next call goes to Memcached.
@@ -81,7 +83,12 @@ describe('CallGuard', () => {
     const reset = vi.fn();
     const call = failure(g.run('add', attempt, reset));
     await elapse(TIMEOUT_MS);
-    await elapse(TIMEOUT_MS);
+    // The retry on a fresh connection has four times the time (at least 1 s): a busy machine slows
+    // Memcached's answers too.
+    await elapse(999);
+    expect(attempt).toHaveBeenCalledTimes(2);
+    expect(reset).toHaveBeenCalledTimes(1);
+    await elapse(1);
     const err = await call;
     expect(err.code).toBe('cache_unavailable');
     expect(err.message).toMatch(
@@ -95,8 +102,18 @@ describe('CallGuard', () => {
     expect(fast.message).toMatch(/skipped/);
     expect(attempt).toHaveBeenCalledTimes(2);
 
+    // After the window one call probes with a single short attempt: still down, the window opens again.
+    await elapse(1000);
+    const probe = failure(g.run('get', attempt, reset));
+    await elapse(TIMEOUT_MS);
+    expect((await probe).message).toMatch(/still unreachable/);
+    expect(attempt).toHaveBeenCalledTimes(3);
+    expect((await failure(g.run('get', attempt, reset))).message).toMatch(/skipped/);
+
+    // The next probe finds Memcached back, and calls go to it again.
     await elapse(1000);
     await expect(g.run('get', async () => 'back', reset)).resolves.toBe('back');
+    await expect(g.run('get', async () => 'again', reset)).resolves.toBe('again');
   });
 
   it('treats a refused connection like a timeout: one retry, then unreachable', async () => {
@@ -129,8 +146,8 @@ describe('CallGuard', () => {
     const reset = vi.fn();
     const call = failure(guard().run('get', () => new Promise<string>(() => {}), reset));
     for (let i = 0; i < 12; i++) {
-      monotonicMs += 1000;
-      await vi.advanceTimersByTimeAsync(TIMEOUT_MS);
+      monotonicMs += 5000;
+      await vi.advanceTimersByTimeAsync(1000);
     }
     const err = await call;
     expect(err.code).toBe('cache_unavailable');

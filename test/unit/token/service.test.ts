@@ -53,6 +53,8 @@ const DEFAULTS: TokenServiceSettings = {
   memoryCacheSeconds: 60,
   failureMemorySeconds: 30,
   cacheOutagePolicy: 'stable_fallback',
+  // Most tests exercise the classic algorithm from the first fetch; the loss rule has its own tests.
+  missingRecordPolicy: 'classic',
   refreshWindowSeconds: 900,
   passiveRefreshMinAgeSeconds: 300,
   passiveRefreshDailyBudget: 100,
@@ -130,6 +132,20 @@ const upstreamDown = () =>
   new ServiceError('wechat_unavailable', 'WeChat token answered HTTP 502; retry shortly');
 const ticketTokenDead = () =>
   errorForErrcode('ticket', TEST_APPID, 40001, 'invalid credential, access_token is invalid or not latest');
+
+/**
+ * Brings the jsapi ticket `value` in with a known age: a first ticket has an unknown age (WeChat
+ * re-answers an existing ticket with its full life), and a different ticket at the recheck is new.
+ */
+async function knownAgeTicket(w: ReturnType<typeof world>, value: string): Promise<Served> {
+  w.wechat.ticketResponder = () => ({ value: `${value}-before`, expiresInSeconds: 7200 });
+  await w.a.getTicket(w.appid, 'jsapi', w.ctx());
+  w.time.t = (await w.record('jsapi_ticket')).refreshAtMs;
+  w.wechat.ticketResponder = () => ({ value, expiresInSeconds: 7200 });
+  const served = await w.a.getTicket(w.appid, 'jsapi', w.ctx());
+  expect((await w.record('jsapi_ticket')).ageUnknown).toBeUndefined();
+  return served;
+}
 
 function expectConsistentExpiry(served: Served, nowMs: number): void {
   expect(served.expiresIn).toBeGreaterThanOrEqual(0);
@@ -308,6 +324,157 @@ describe('2b. an emptied cache (Memcached restarted or flushed)', () => {
 
     expect(served).toMatchObject({ source: 'wechat', value: 'AT-2' });
     expect(w.wechat.tokenCalls).toHaveLength(2);
+  });
+});
+
+describe('2c. a lost record of a classic app (the default policy, stable_first)', () => {
+  const lossWorld = (settings: Partial<TokenServiceSettings> = {}) =>
+    world({ settings: { missingRecordPolicy: 'stable_first', ...settings } });
+
+  it('fetches a stable token for a missing record, and marks when classic fetches may resume', async () => {
+    const w = lossWorld();
+    const served = await w.a.getAccessToken(w.appid, w.ctx());
+
+    expect(served).toMatchObject({ source: 'wechat', value: 'AT-1' });
+    expect(w.wechat.tokenCalls.map((c) => [c.api, c.forceRefresh])).toEqual([['stable', false]]);
+    const record = await w.record();
+    expect(record.origin).toBe('stable');
+    // Promises made before the loss are kept: min age (300 s) from when the loss was found.
+    expect(record.classicNotBeforeMs).toBe(w.time.t + w.settings.passiveRefreshMinAgeSeconds * SECOND);
+  });
+
+  it('goes back to classic at the first refresh after classicNotBeforeMs', async () => {
+    const w = lossWorld();
+    await w.a.getAccessToken(w.appid, w.ctx());
+    const stable = await w.record();
+    expect(stable.refreshAtMs).toBeGreaterThan(stable.classicNotBeforeMs!);
+    w.time.t = stable.refreshAtMs;
+
+    expect(await w.b.refreshIfDue(w.appid, 'access_token', w.ctx())).toBe('refreshed');
+
+    expect(w.wechat.tokenCalls.map((c) => c.api)).toEqual(['stable', 'classic']);
+    const classic = await w.record();
+    expect(classic).toMatchObject({ origin: 'classic', value: 'AT-2', generation: 2 });
+    expect(classic.classicNotBeforeMs).toBeUndefined();
+  });
+
+  it('stays on the stable endpoint for a refresh before classicNotBeforeMs (a short stable life)', async () => {
+    const w = lossWorld();
+    // A stable token handed out near the end of its life: WeChat answers the remaining seconds.
+    w.wechat.tokenResponder = (_call, n) => ({ value: `AT-${n}`, expiresInSeconds: n === 1 ? 320 : 7200 });
+    await w.a.getAccessToken(w.appid, w.ctx());
+    const first = await w.record();
+    w.time.t = first.refreshAtMs;
+    expect(w.time.t).toBeLessThan(first.classicNotBeforeMs!);
+
+    await w.b.refreshIfDue(w.appid, 'access_token', w.ctx());
+
+    expect(w.wechat.tokenCalls.map((c) => c.api)).toEqual(['stable', 'stable']);
+    expect((await w.record()).classicNotBeforeMs).toBe(first.classicNotBeforeMs);
+  });
+
+  // A report is accepted only once the token is min age old, which is when classic fetches may resume:
+  // a classic token replaces it (and leaves the stable token alone: the two never invalidate each other).
+  it('answers an accepted report of the stable token with a classic token, without a stable force refresh', async () => {
+    const w = lossWorld();
+    const served = await w.a.getAccessToken(w.appid, w.ctx());
+    w.time.advance(w.settings.passiveRefreshMinAgeSeconds * SECOND + SECOND);
+
+    await w.b.refreshAccessToken(w.appid, served.value, w.ctx());
+
+    expect(w.wechat.tokenCalls.map((c) => [c.api, c.forceRefresh])).toEqual([
+      ['stable', false],
+      ['classic', false],
+    ]);
+  });
+
+  it('waits a whole token life less the overlap when passive refresh is off (nothing bounds older promises sooner)', async () => {
+    const w = lossWorld({ passiveRefreshDailyBudget: 0 });
+    await w.a.getAccessToken(w.appid, w.ctx());
+    expect((await w.record()).classicNotBeforeMs).toBe(w.time.t + (7200 - 300) * SECOND);
+  });
+
+  it('finds a second loss from the stable record and starts over from then', async () => {
+    const w = lossWorld();
+    await w.a.getAccessToken(w.appid, w.ctx());
+    await w.memcached.delete(w.keys().record);
+    w.time.advance(
+      w.settings.memoryCacheSeconds * SECOND + (w.settings.passiveRefreshMinAgeSeconds + 60) * SECOND,
+    );
+
+    await w.b.getAccessToken(w.appid, w.ctx());
+
+    expect(w.wechat.tokenCalls.map((c) => c.api)).toEqual(['stable', 'stable']);
+    expect((await w.record()).classicNotBeforeMs).toBe(
+      w.time.t + w.settings.passiveRefreshMinAgeSeconds * SECOND,
+    );
+  });
+
+  it('leaves stable apps alone: a missing record is fetched as always', async () => {
+    const w = lossWorld();
+    w.wechat.tokenResponder = () => ({ value: 'ST-1', expiresInSeconds: 7200 });
+    const stableApp = world({
+      app: { tokenApi: 'stable' },
+      settings: { missingRecordPolicy: 'stable_first' },
+    });
+    await stableApp.a.getAccessToken(stableApp.appid, stableApp.ctx());
+    expect((await stableApp.record()).classicNotBeforeMs).toBeUndefined();
+  });
+});
+
+describe('2d. a reported token is dead for good', () => {
+  it('never writes back a copy of a token whose report was accepted, after the record was lost', async () => {
+    const w = world();
+    const first = await w.a.getAccessToken(w.appid, w.ctx());
+    await w.b.getAccessToken(w.appid, w.ctx()); // b holds a copy of AT-1 too
+    w.time.advance(w.settings.passiveRefreshMinAgeSeconds * SECOND + SECOND);
+    await w.a.refreshAccessToken(w.appid, first.value, w.ctx()); // accepted: AT-2 replaces AT-1
+    await w.memcached.delete(w.keys().record); // then the record is lost
+    w.time.advance(w.settings.memoryCacheSeconds * SECOND);
+
+    const served = await w.b.getAccessToken(w.appid, w.ctx());
+
+    expect(served.value).not.toBe(first.value);
+    expect(w.telemetry.of('record.written_back')).toEqual([]);
+    expect((await w.record()).value).not.toBe(first.value);
+  });
+
+  it('never returns the reported token when the record is missing and a memory copy of it is held', async () => {
+    const w = world();
+    const first = await w.a.getAccessToken(w.appid, w.ctx());
+    await w.memcached.delete(w.keys().record);
+
+    const served = await w.a.refreshAccessToken(w.appid, first.value, w.ctx());
+
+    expect(served.value).not.toBe(first.value);
+    expect(served.source).toBe('wechat');
+    // And no later request on that instance gets it back from its memory copy.
+    w.time.advance(SECOND);
+    expect((await w.a.getAccessToken(w.appid, w.ctx())).value).toBe(served.value);
+  });
+
+  it('does not serve a reported token from the memory copy during a cache outage', async () => {
+    const w = world({ settings: { cacheOutagePolicy: 'stable_fallback' } });
+    const first = await w.a.getAccessToken(w.appid, w.ctx());
+    w.time.advance(w.settings.passiveRefreshMinAgeSeconds * SECOND + SECOND);
+    const renewed = await w.a.refreshAccessToken(w.appid, first.value, w.ctx());
+    expect(renewed.value).toBe('AT-2');
+    w.storeOf('a').down = true;
+
+    // The outage reads nothing; the copy held is AT-2, never AT-1.
+    const during = await w.a.getAccessToken(w.appid, w.ctx());
+    expect(during.value).toBe('AT-2');
+  });
+
+  it('answers wechat_unavailable rather than hand back the token reported, should WeChat hand it out again', async () => {
+    const w = world({ app: { tokenApi: 'stable' } });
+    w.wechat.tokenResponder = () => ({ value: 'ST-same', expiresInSeconds: 7200 });
+    await w.a.getAccessToken(w.appid, w.ctx());
+    await w.memcached.delete(w.keys().record);
+
+    await expect(w.b.refreshAccessToken(w.appid, 'ST-same', w.ctx())).rejects.toMatchObject({
+      code: 'wechat_unavailable',
+    });
   });
 });
 
@@ -1096,11 +1263,41 @@ describe('13. tickets', () => {
     expect(w.wechat.tokenCalls).toHaveLength(1);
   });
 
+  it('promises nothing for a ticket seen with no record, asks again shortly, and counts a new ticket from the previous answer', async () => {
+    const w = world();
+    w.wechat.ticketResponder = (_call, n) => ({
+      value: n <= 2 ? 'jsapi-old' : 'jsapi-new',
+      expiresInSeconds: 7200,
+    });
+    const first = await w.a.getTicket(w.appid, 'jsapi', w.ctx());
+    // WeChat answers an existing ticket with the full 7200 s: its age is unknown, so nothing is promised.
+    expect(first).toMatchObject({ value: 'jsapi-old', expiresIn: 0, source: 'wechat' });
+    const unknown = await w.record('jsapi_ticket');
+    expect(unknown).toMatchObject({ ageUnknown: true, refreshAtMs: unknown.fetchedAtMs + 60 * SECOND });
+
+    w.time.t = unknown.refreshAtMs;
+    const same = await w.b.getTicket(w.appid, 'jsapi', w.ctx());
+    expect(same).toMatchObject({ value: 'jsapi-old', expiresIn: 0 });
+    const stillUnknown = await w.record('jsapi_ticket');
+    expect(stillUnknown.ageUnknown).toBe(true);
+
+    w.time.t = stillUnknown.refreshAtMs;
+    const renewed = await w.a.getTicket(w.appid, 'jsapi', w.ctx());
+    // Issued after the previous answer was asked for: its life counts from then.
+    expect(renewed.value).toBe('jsapi-new');
+    const known = await w.record('jsapi_ticket');
+    expect(known.ageUnknown).toBeUndefined();
+    expect(known.fetchedAtMs).toBe(stillUnknown.fetchedAtMs);
+    expect(known.expiresAtMs).toBe(stillUnknown.fetchedAtMs + 7200 * SECOND);
+    expect(renewed.expiresIn).toBe(Math.floor((known.expiresAtMs - w.time.t) / SECOND));
+    expect(w.wechat.ticketCalls).toHaveLength(3);
+  });
+
   it("does not extend a ticket's life when WeChat hands the same ticket back with a full expires_in", async () => {
     const w = world();
     const grant = { value: 'jsapi-same', expiresInSeconds: 7200 };
+    const first = await knownAgeTicket(w, grant.value);
     w.wechat.ticketResponder = () => grant;
-    const first = await w.a.getTicket(w.appid, 'jsapi', w.ctx());
     const firstRecord = await w.record('jsapi_ticket');
     expect(firstRecord.expiresAtMs).toBeLessThanOrEqual(first.fetchedAtMs + grant.expiresInSeconds * SECOND);
 
@@ -1110,10 +1307,10 @@ describe('13. tickets', () => {
     expect(again).toMatchObject({
       source: 'wechat',
       value: 'jsapi-same',
-      generation: 2,
+      generation: 3,
       fetchedAtMs: first.fetchedAtMs,
     });
-    expect(w.wechat.ticketCalls).toHaveLength(2);
+    expect(w.wechat.ticketCalls).toHaveLength(3);
     const record = await w.record('jsapi_ticket');
     expect(record.expiresAtMs).toBe(firstRecord.expiresAtMs);
     expect(again.expiresAt).toBeLessThanOrEqual(Math.floor(firstRecord.expiresAtMs / 1000));
@@ -1121,29 +1318,29 @@ describe('13. tickets', () => {
     // Asking again before it ends gains nothing: it is served without another call.
     w.time.advance(w.settings.memoryCacheSeconds * SECOND);
     expect((await w.a.getTicket(w.appid, 'jsapi', w.ctx())).source).toBe('cache');
-    expect(w.wechat.ticketCalls).toHaveLength(2);
+    expect(w.wechat.ticketCalls).toHaveLength(3);
   });
 
   it('asks again when WeChat hands back the ticket after its counted life, and serves the next one', async () => {
     const w = world();
+    await knownAgeTicket(w, 'jsapi-dying');
     w.wechat.ticketResponder = (_call, n) => ({
-      value: n <= 2 ? 'jsapi-dying' : 'jsapi-next',
+      value: n <= 3 ? 'jsapi-dying' : 'jsapi-next',
       expiresInSeconds: 7200,
     });
-    await w.a.getTicket(w.appid, 'jsapi', w.ctx());
     w.time.t = (await w.record('jsapi_ticket')).expiresAtMs;
 
     const served = await w.b.getTicket(w.appid, 'jsapi', w.ctx());
 
     expect(served).toMatchObject({ source: 'wechat', value: 'jsapi-next' });
-    expect(w.wechat.ticketCalls).toHaveLength(3);
+    expect(w.wechat.ticketCalls).toHaveLength(4);
     expect(served.expiresIn).toBeGreaterThan(3600);
   });
 
   it('keeps a ticket WeChat insists on handing back after its counted life only briefly, after a bounded number of asks', async () => {
     const w = world();
+    await knownAgeTicket(w, 'jsapi-dying');
     w.wechat.ticketResponder = () => ({ value: 'jsapi-dying', expiresInSeconds: 7200 });
-    await w.a.getTicket(w.appid, 'jsapi', w.ctx());
     w.time.t = (await w.record('jsapi_ticket')).expiresAtMs;
 
     const served = await w.b.getTicket(w.appid, 'jsapi', w.ctx());
@@ -1151,7 +1348,7 @@ describe('13. tickets', () => {
     expect(served.value).toBe('jsapi-dying');
     expect(served.expiresIn).toBeLessThanOrEqual(1);
     expectConsistentExpiry(served, w.time.t);
-    const asks = w.wechat.ticketCalls.length - 1;
+    const asks = w.wechat.ticketCalls.length - 2;
     expect(asks).toBeGreaterThan(1);
     expect(asks).toBeLessThanOrEqual(4);
   });
