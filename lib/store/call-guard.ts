@@ -47,6 +47,17 @@ export class AttemptTimeout extends Error {
   override readonly name = 'AttemptTimeout';
 }
 
+/**
+ * The connection an attempt used was dropped by the reset after another call's timeout. That says
+ * nothing about this call: it is tried again on the fresh connection without counting as a failure.
+ */
+export class DroppedByReset extends Error {
+  override readonly name = 'DroppedByReset';
+}
+
+/** How many times one call may be cut short by other calls' resets before it counts as a failure. */
+const MAX_DROPS = 3;
+
 /** What the backend said: a failure that proves it is reachable (never retried, never a window). */
 export class BackendAnswer extends Error {
   override readonly name = 'BackendAnswer';
@@ -81,6 +92,7 @@ export class CallGuard {
     }
     const attempts = this.#down ? 1 : 2;
     let first: unknown;
+    let drops = 0;
     for (let n = 1; n <= attempts; n++) {
       try {
         const timeoutMs =
@@ -89,6 +101,11 @@ export class CallGuard {
         this.#down = false;
         return value;
       } catch (err) {
+        if (err instanceof DroppedByReset && drops < MAX_DROPS) {
+          drops++;
+          n--;
+          continue;
+        }
         if (err instanceof BackendAnswer) {
           this.#down = false;
           throw new ServiceError('cache_unavailable', `Memcached ${operation}: ${err.message}`, {

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import memjs from 'memjs';
 import type { KeyValueStore } from '../ports.ts';
-import { BackendAnswer, CallGuard } from './call-guard.ts';
+import { BackendAnswer, CallGuard, DroppedByReset } from './call-guard.ts';
 import { assertValidKey, assertValidTtl } from './validate.ts';
 
 /** The memjs calls this adapter uses, typed structurally so tests can stand in for memjs. */
@@ -26,7 +26,7 @@ export interface MemjsLike {
   incrSeq(): void;
   seq: number;
   /** The server a key goes to (memjs's hashing). */
-  server?(key: string): { error(err: Error): void } | null;
+  server?(key: string): { error(err: Error): void; responseBuffer?: Buffer } | null;
 }
 
 /** A binary-protocol response as memjs parses it. */
@@ -188,7 +188,13 @@ export class MemcachedStore implements KeyValueStore {
         throw err;
       });
     return this.#guard.run(operation, attempt, () => {
-      this.#client.server?.(key)?.error(new Error('connection dropped after a call without an answer'));
+      const server = this.#client.server?.(key);
+      if (!server) return;
+      // memjs fails every call in flight on that connection with this error: they retry, uncounted.
+      server.error(new DroppedByReset('connection dropped after a call without an answer'));
+      // memjs keeps the unparsed bytes of the dropped connection and would read the fresh one's
+      // answers behind them, misaligned: every call on it would go unanswered.
+      server.responseBuffer = Buffer.alloc(0);
       this.#destroyAbandonedSockets();
     });
   }

@@ -15,6 +15,7 @@
  * | record.invalid       | WARN  | —                                         | a cache value is not a valid record     |
  * | record.unshared      | WARN  | —                                         | a new value could not be written        |
  * | record.written_back  | WARN  | —                                         | a held value was put back in the cache  |
+ * | cache.outage         | WARN  | CacheOutages                              | a request is served without the cache   |
  * | cache.diagnostic     | DEBUG | —                                         | the Memcached client's own diagnostics  |
  *
  * ¹ WARN for a 5xx answer, ERROR for an internal error.
@@ -52,6 +53,7 @@ export type CoreEvent =
   | { event: 'record.invalid'; kind: TokenKind; appid: string }
   | { event: 'record.unshared'; kind: TokenKind; appid: string }
   | { event: 'record.written_back'; kind: TokenKind; appid: string }
+  | { event: 'cache.outage'; kind: TokenKind; appid: string; detail: string }
   | { event: 'cache.diagnostic'; detail: string };
 
 export type EventName = CoreEvent['event'] | 'invocation' | 'config.invalid';
@@ -66,5 +68,6 @@ export const EVENT_LEVEL: Record<CoreEvent['event'], LogLevel> = {
   'record.invalid': 'WARN',
   'record.unshared': 'WARN',
   'record.written_back': 'WARN',
+  'cache.outage': 'WARN',
   'cache.diagnostic': 'DEBUG',
 };

@@ -75,6 +75,7 @@ export class Outage {
     const { clock, telemetry, memory } = this.#deps;
     const key = target.keys.record;
     this.#writeBackPending.add(key);
+    telemetry.emit({ event: 'cache.outage', kind: target.kind, appid: target.appid, detail: cause.message });
     const held = memory.get(key);
     const now = clock.now();
     if (

@@ -10,7 +10,13 @@ process.on('unhandledRejection', (err) => {
 });
 
 readline.createInterface({ input: process.stdin }).on('line', async (line) => {
-  const { id, event, remainingMs } = JSON.parse(line);
+  const { id, event, remainingMs, stallMs } = JSON.parse(line);
+  // A stall of the event loop (a slow synchronous task, a starved CPU): nothing runs meanwhile.
+  if (stallMs !== undefined) {
+    const until = Date.now() + stallMs;
+    while (Date.now() < until) {}
+    return;
+  }
   const started = Date.now();
   const context = {
     getRemainingTimeInMillis: () => remainingMs - (Date.now() - started),

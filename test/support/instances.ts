@@ -11,6 +11,8 @@ export interface Instance {
   pid: number;
   /** Invokes the handler in the child with a Lambda-like context of `remainingMs`. */
   invoke<T = unknown>(event: unknown, remainingMs?: number): Promise<T>;
+  /** Blocks the instance's event loop for `ms` (a synchronous busy loop), at once. */
+  stall(ms: number): void;
   /** Log lines (parsed JSON) the instance printed so far. */
   logs(): Array<Record<string, unknown>>;
   close(): Promise<void>;
@@ -74,6 +76,9 @@ export async function spawnInstance(env: Record<string, string>): Promise<Instan
         pending.set(id, { resolve: resolveInvoke as (v: unknown) => void, reject });
         child.stdin?.write(`${JSON.stringify({ id, event, remainingMs })}\n`);
       });
+    },
+    stall(ms: number): void {
+      if (!exited) child.stdin?.write(`${JSON.stringify({ stallMs: ms })}\n`);
     },
     logs: () => logs,
     async close() {

@@ -1,0 +1,129 @@
+/**
+ * Slow is not down: instances are frozen (SIGSTOP/SIGCONT, 300–1500 ms, at random moments, the lock
+ * holder included) and their event loops stalled (up to 800 ms) while a cold storm and a storm of
+ * reports run against a healthy memcached. Neither a frozen instance nor a stalled one may take the
+ * cache for down: exactly one WeChat fetch per storm, no error, no lock left behind.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { MemcachedStore } from '../../lib/store/memcached.ts';
+import { recordKeys } from '../../lib/token/record.ts';
+import { CLASSIC_FIRST, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
+import { type Instance, instancePool } from '../support/instances.ts';
+import { TEST_APPID } from '../support/secrets.ts';
+
+type Body = { access_token?: string; error?: { code: string } };
+
+let world: World;
+const pool = instancePool();
+beforeAll(async () => {
+  world = await startWorld();
+});
+afterEach(async () => {
+  await pool.closeAll();
+});
+afterAll(async () => {
+  await world.close();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const between = (low: number, high: number) => low + Math.floor(Math.random() * (high - low + 1));
+
+/** Freezes and stalls instances at random until stopped; every frozen instance is thawed at the end. */
+function chaos(instances: Instance[]) {
+  let running = true;
+  const counts = { frozen: 0, stalled: 0 };
+  const done = (async () => {
+    const frozen = new Set<number>();
+    const thaws: Promise<void>[] = [];
+    while (running) {
+      const target = instances[between(0, instances.length - 1)]!;
+      if (Math.random() < 0.5 && !frozen.has(target.pid)) {
+        frozen.add(target.pid);
+        process.kill(target.pid, 'SIGSTOP');
+        counts.frozen++;
+        thaws.push(
+          sleep(between(300, 1500)).then(() => {
+            process.kill(target.pid, 'SIGCONT');
+            frozen.delete(target.pid);
+          }),
+        );
+      } else {
+        target.stall(between(100, 800));
+        counts.stalled++;
+      }
+      await sleep(between(50, 250));
+    }
+    await Promise.all(thaws);
+  })();
+  return {
+    counts,
+    async stop() {
+      running = false;
+      await done;
+    },
+  };
+}
+
+describe.each([
+  ['a classic app whose first fetch is classic', CLASSIC_FIRST, { storm: [1, 0] }],
+  ['the default policy (a missing record is fetched from the stable endpoint)', {}, { storm: [0, 1] }],
+])('slow is not down: %s', (_name, policy, expected) => {
+  it('6 frozen and stalled instances × 40 cold callers, then 200 reports: one fetch each, no error, no lock left', async () => {
+    const prefix = uniquePrefix('stall');
+    const env = world.env({ CACHE_KEY_PREFIX: prefix, PASSIVE_REFRESH_MIN_AGE_SECONDS: '0', ...policy });
+    const instances = await pool.spawn(6, env);
+    world.sim.resetCounters();
+    // WeChat answers in 300 ms, so freezes and stalls land while the lock holder is fetching.
+    for (const endpoint of ['token', 'stable_token'] as const)
+      world.sim.inject({ endpoint, latencyMs: 300, times: 50 });
+    const noise = chaos(instances);
+    let storm: Body[];
+    let reports: Body[];
+    let stormFetches: number[];
+    try {
+      storm = await Promise.all(
+        instances.flatMap((p) =>
+          Array.from({ length: 40 }, () => p.invoke<Body>({ appid: TEST_APPID }, 15_000)),
+        ),
+      );
+      stormFetches = [world.sim.calls.token, world.sim.calls.stableToken];
+      const current = storm[0]!.access_token!;
+      world.sim.resetCounters();
+      reports = await Promise.all(
+        instances.flatMap((p) =>
+          Array.from({ length: 34 }, () =>
+            p.invoke<Body>({ action: 'refresh_token', appid: TEST_APPID, invalid_token: current }, 15_000),
+          ),
+        ),
+      );
+    } finally {
+      await noise.stop();
+      world.sim.clearFaults();
+    }
+    console.log(
+      `stalls: ${noise.counts.frozen} freezes and ${noise.counts.stalled} stalls; storm ${storm.length} callers → ` +
+        `${stormFetches[0]} classic + ${stormFetches[1]} stable; ${reports.length} reports → ` +
+        `${world.sim.calls.token} classic + ${world.sim.calls.stableToken} stable`,
+    );
+    expect(noise.counts.frozen).toBeGreaterThan(3);
+    expect(storm.filter((b) => b.error)).toEqual([]);
+    expect(new Set(storm.map((b) => b.access_token)).size).toBe(1);
+    expect(stormFetches).toEqual(expected.storm);
+    expect(reports.filter((b) => b.error)).toEqual([]);
+    expect(reports.length).toBe(204);
+    const renewed = new Set(reports.map((b) => b.access_token));
+    expect(renewed.size).toBe(1);
+    expect(renewed.has(storm[0]!.access_token)).toBe(false);
+    // The report is accepted once min age has passed (0 here): one classic fetch, nothing else.
+    expect([world.sim.calls.token, world.sim.calls.stableToken]).toEqual([1, 0]);
+    for (const token of renewed) expect(world.sim.tokenStatus(token!)).toBe('valid');
+
+    // No lock left behind: every holder released its own.
+    const store = new MemcachedStore({ servers: [inject('memcachedAddress')], timeoutMs: 1000 });
+    try {
+      expect(await store.get(recordKeys(prefix, 'access_token', TEST_APPID).lock)).toBeNull();
+    } finally {
+      await store.close();
+    }
+  }, 90_000);
+});
