@@ -11,6 +11,7 @@ export interface UndiciTransportOptions {
   /**
    * TCP and TLS handshake limit, in milliseconds (default 1000). Kept well under the attempt timeout:
    * a connect timeout proves the request was never sent, so even a classic call may be tried again.
+   * undici checks it on a half-second tick, so it fires up to about a second late.
    */
   connectTimeoutMs?: number;
   /** How long an idle connection is kept for the next call, in milliseconds (default 4000). */
