@@ -1,4 +1,4 @@
-/** One set of esbuild options for `npm run build` and the serverless package. */
+/** The esbuild options both bundles share (scripts/build.mjs). */
 export const esbuildOptions = {
   bundle: true,
   platform: 'node',
