@@ -6,29 +6,7 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { build } from 'esbuild';
-import { esbuildOptions } from './esbuild-options.mjs';
-
-/** What index.js loads lazily, and the name of the file that holds it next to index.js. */
-const LAZY_SOURCE = 'lib/wechat/undici-transport.ts';
-const LAZY_OUTPUT = 'wechat-http.js';
-
-/**
- * In the handler bundle, the client's `import('./undici-transport.ts')` becomes
- * `import('./wechat-http.js')`, resolved at run time next to index.js.
- */
-const lazyTransport = {
-  name: 'lazy-wechat-transport',
-  setup(b) {
-    b.onResolve({ filter: /\/undici-transport\.ts$/ }, (args) => {
-      if (args.kind !== 'dynamic-import') {
-        throw new Error(
-          `${args.importer} imports ${args.path} statically: only a dynamic import keeps it lazy`,
-        );
-      }
-      return { path: `./${LAZY_OUTPUT}`, external: true };
-    });
-  },
-};
+import { esbuildOptions, LAZY_TRANSPORT_FILE, lazyTransportPlugin } from './esbuild-options.mjs';
 
 const options = { ...esbuildOptions, write: false, metafile: true };
 const [main, lazy] = await Promise.all([
@@ -36,9 +14,13 @@ const [main, lazy] = await Promise.all([
     ...options,
     entryPoints: ['handler/index.ts'],
     outfile: 'dist/index.js',
-    plugins: [lazyTransport],
+    plugins: [lazyTransportPlugin],
   }),
-  build({ ...options, entryPoints: [LAZY_SOURCE], outfile: `dist/${LAZY_OUTPUT}` }),
+  build({
+    ...options,
+    entryPoints: ['lib/wechat/undici-transport.ts'],
+    outfile: `dist/${LAZY_TRANSPORT_FILE}`,
+  }),
 ]);
 // The point of the split: fail the build rather than ship undici on the cache-hit path.
 const eager = Object.keys(main.metafile.inputs).filter((input) => /node_modules\/undici\//.test(input));
