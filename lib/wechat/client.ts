@@ -4,7 +4,9 @@ import type { CallOptions, Clock, WeChatApi } from '../ports.ts';
 import { errorForErrcode, isTransientErrcode } from './errcodes.ts';
 import type { HttpOutcome, HttpRequest, HttpTransport } from './transport.ts';
 
+/** Where WeChat is, how long an attempt may take, and what the client runs on. */
 export interface WeChatClientOptions {
+  /** `https://api.weixin.qq.com`, or a stand-in's origin; no trailing slash. */
   baseUrl: string;
   /** Timeout of one attempt, in milliseconds; each attempt is also bounded by the call's deadline. */
   attemptTimeoutMs: number;
