@@ -13,7 +13,8 @@ import { MemcachedStore } from '../lib/store/memcached.ts';
 import { MemoryStore } from '../lib/store/memory.ts';
 import { EventLog } from '../lib/telemetry/log.ts';
 import { TokenService } from '../lib/token/service.ts';
-import { type FetchLike, WeChatClient } from '../lib/wechat/client.ts';
+import { WeChatClient } from '../lib/wechat/client.ts';
+import type { HttpTransport } from '../lib/wechat/transport.ts';
 
 export interface Container {
   config: Config;
@@ -37,8 +38,8 @@ export interface ContainerOverrides {
   readSecret?: ReadSecret;
   /** WeChat instead of WECHAT_API_BASE_URL. */
   wechat?: WeChatApi;
-  /** The HTTP call the WeChat client makes. */
-  fetch?: FetchLike;
+  /** The WeChat client's HTTP exchange (default: undici, loaded on the first upstream call). */
+  transport?: HttpTransport;
   /** Where log lines go (default: stdout). */
   writeLog?: (line: string) => void;
 }
@@ -60,7 +61,7 @@ export function buildContainer(overrides: ContainerOverrides = {}): Container {
       baseUrl: config.wechatApiBaseUrl,
       attemptTimeoutMs: config.upstreamTimeoutMs,
       clock,
-      ...(overrides.fetch ? { fetch: overrides.fetch } : {}),
+      ...(overrides.transport ? { transport: overrides.transport } : {}),
       onRetry: (upstream, reason, attempt) =>
         log.emit({ event: 'upstream.retry', upstream, reason, attempt }),
     });

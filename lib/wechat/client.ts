@@ -2,16 +2,17 @@ import type { Endpoint, Grant, TicketType, TokenApi } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { CallOptions, Clock, WeChatApi } from '../ports.ts';
 import { errorForErrcode, isTransientErrcode } from './errcodes.ts';
+import type { HttpOutcome, HttpRequest, HttpTransport } from './transport.ts';
 
-/** The structural subset of `fetch` the client uses (the platform's global fetch in production). */
-export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
-
+/** Where WeChat is, how long an attempt may take, and what the client runs on. */
 export interface WeChatClientOptions {
+  /** `https://api.weixin.qq.com`, or a stand-in's origin; no trailing slash. */
   baseUrl: string;
-  /** Timeout of one attempt. */
+  /** Timeout of one attempt, in milliseconds; each attempt is also bounded by the call's deadline. */
   attemptTimeoutMs: number;
   clock: Clock;
-  fetch?: FetchLike;
+  /** The HTTP exchange. Default: undici (lib/wechat/undici-transport.ts), loaded on the first call. */
+  transport?: HttpTransport;
   /** Called before each retry: reason and attempt number, for metrics and logs. */
   onRetry?: (endpoint: Endpoint, reason: string, attempt: number) => void;
 }
@@ -25,76 +26,68 @@ export interface WeChatClientOptions {
 export class AmbiguousUpstreamError extends ServiceError {}
 
 const MAX_ATTEMPTS = 4;
-/** Connection failures that prove the request never reached WeChat. */
-const NOT_SENT: ReadonlySet<string> = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-]);
 const MAX_BODY_BYTES = 64 * 1024;
 /** WeChat says to reserve 512 characters; accept generously more, never unbounded. */
 const MAX_CREDENTIAL_LENGTH = 2048;
 
+/** A request as the endpoint methods build it; the attempt adds its timeout and the body cap. */
+type EndpointRequest = Omit<HttpRequest, 'timeoutMs' | 'maxBodyBytes'>;
+
 /**
- * WeChat's token and ticket endpoints over fetch. Errors arrive as HTTP 200 with an errcode body and
- * are mapped to typed errors; busy (-1), 5xx and network failures are retried with jittered backoff
- * inside the deadline; nothing else is retried. The AppSecret travels in the request only and is
- * scrubbed from anything WeChat echoes back.
+ * WeChat's token and ticket endpoints. Errors arrive as HTTP 200 with an errcode body and are mapped
+ * to typed errors; busy (-1), 5xx and network failures are retried with jittered backoff inside the
+ * deadline; nothing else is retried. The AppSecret travels in the request only and is scrubbed from
+ * anything WeChat echoes back.
  */
 export class WeChatClient implements WeChatApi {
   readonly #options: WeChatClientOptions;
-  readonly #fetch: FetchLike;
+  #transport: Promise<HttpTransport> | undefined;
 
   constructor(options: WeChatClientOptions) {
     this.#options = options;
-    this.#fetch = options.fetch ?? ((url, init) => fetch(url, init));
+    if (options.transport) this.#transport = Promise.resolve(options.transport);
   }
 
-  /** `GET /cgi-bin/token` (classic: every call issues a new token) or `POST /cgi-bin/stable_token`. */
+  /**
+   * `GET /cgi-bin/token` (classic: every call issues a new token) or `POST /cgi-bin/stable_token`.
+   * Throws `ServiceError`: `wechat_*` codes (with WeChat's errcode when it gave one), or
+   * `config_invalid` when the HTTP module of the deployment is missing. An {@link AmbiguousUpstreamError}
+   * means WeChat may have issued a token all the same.
+   */
   async fetchAccessToken(
     app: { appid: string; secret: string },
     api: TokenApi,
     options: CallOptions & { forceRefresh?: boolean },
   ): Promise<Grant> {
     const base = this.#options.baseUrl;
-    const request =
+    const endpoint = api === 'classic' ? 'token' : 'stable_token';
+    const request: EndpointRequest =
       api === 'classic'
         ? {
-            endpoint: 'token' as const,
+            method: 'GET',
             url: `${base}/cgi-bin/token?grant_type=client_credential&appid=${encodeURIComponent(app.appid)}&secret=${encodeURIComponent(app.secret)}`,
-            init: { method: 'GET' },
           }
         : {
-            endpoint: 'stable_token' as const,
+            method: 'POST',
             url: `${base}/cgi-bin/stable_token`,
-            init: {
-              method: 'POST',
-              headers: { 'content-type': 'application/json' },
-              body: JSON.stringify({
-                grant_type: 'client_credential',
-                appid: app.appid,
-                secret: app.secret,
-                force_refresh: options.forceRefresh === true,
-              }),
-            },
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({
+              grant_type: 'client_credential',
+              appid: app.appid,
+              secret: app.secret,
+              force_refresh: options.forceRefresh === true,
+            }),
           };
     // Only a call that invalidates nothing may be repeated after an ambiguous failure.
     const repeatable = api === 'stable' && options.forceRefresh !== true;
-    const body = await this.#call(
-      request.endpoint,
-      app.appid,
-      request.url,
-      request.init,
-      options,
-      [app.secret],
-      repeatable,
-    );
-    return parseGrant(request.endpoint, app.appid, body, 'access_token');
+    const body = await this.#call(endpoint, app.appid, request, options, [app.secret], repeatable);
+    return parseGrant(endpoint, app.appid, body, 'access_token');
   }
 
-  /** `GET /cgi-bin/ticket/getticket`: errcode 40001/42001 there means the access token is dead. */
+  /**
+   * `GET /cgi-bin/ticket/getticket`: errcode 40001/42001 there means the access token is dead.
+   * Throws as {@link WeChatClient.fetchAccessToken} does; a ticket call is never ambiguous.
+   */
   async fetchTicket(
     appid: string,
     accessToken: string,
@@ -103,26 +96,33 @@ export class WeChatClient implements WeChatApi {
   ): Promise<Grant> {
     const url = `${this.#options.baseUrl}/cgi-bin/ticket/getticket?access_token=${encodeURIComponent(accessToken)}&type=${type}`;
     // Fetching a ticket again invalidates nothing: always repeatable.
-    const body = await this.#call('ticket', appid, url, { method: 'GET' }, options, [accessToken], true);
+    const body = await this.#call('ticket', appid, { method: 'GET', url }, options, [accessToken], true);
     return parseGrant('ticket', appid, body, 'ticket');
   }
 
   async #call(
     endpoint: Endpoint,
     appid: string,
-    url: string,
-    init: RequestInit,
+    request: EndpointRequest,
     { deadlineAtMs }: CallOptions,
     secrets: string[],
     repeatable: boolean,
   ): Promise<Record<string, unknown>> {
     const { clock, attemptTimeoutMs } = this.#options;
+    if (deadlineAtMs - clock.now() <= 0) throw timeoutError(endpoint, appid);
+    const transport = await this.#loadTransport();
     for (let attempt = 1; ; attempt++) {
       const remainingMs = deadlineAtMs - clock.now();
       if (remainingMs <= 0) throw timeoutError(endpoint, appid);
       let failure: ServiceError;
       try {
-        const body = await this.#attempt(endpoint, appid, url, init, Math.min(attemptTimeoutMs, remainingMs));
+        const body = await this.#attempt(
+          transport,
+          endpoint,
+          appid,
+          request,
+          Math.min(attemptTimeoutMs, remainingMs),
+        );
         const errcode = body.errcode;
         if (typeof errcode === 'number' && errcode !== 0) {
           const errmsg = scrub(typeof body.errmsg === 'string' ? body.errmsg : '', secrets);
@@ -151,60 +151,75 @@ export class WeChatClient implements WeChatApi {
     }
   }
 
+  /**
+   * The injected transport, or undici's, imported on the first upstream call: the build turns this
+   * import into a separate file (dist/wechat-http.js) that the cache-hit path never loads.
+   */
+  #loadTransport(): Promise<HttpTransport> {
+    this.#transport ??= import('./undici-transport.ts').then(
+      (module) => new module.UndiciTransport(),
+      (err: unknown) => {
+        // Not remembered: a later call tries again.
+        this.#transport = undefined;
+        throw new ServiceError(
+          'config_invalid',
+          'the WeChat HTTP module (wechat-http.js, next to index.js) could not be loaded; deploy the complete package',
+          { cause: errorCode(err) },
+        );
+      },
+    );
+    return this.#transport;
+  }
+
   async #attempt(
+    transport: HttpTransport,
     endpoint: Endpoint,
     appid: string,
-    url: string,
-    init: RequestInit,
+    request: EndpointRequest,
     timeoutMs: number,
   ): Promise<Record<string, unknown>> {
-    let response: Response;
+    let outcome: HttpOutcome;
     try {
-      response = await this.#fetch(url, {
-        ...init,
-        signal: AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))),
-      });
+      outcome = await transport.send({ ...request, timeoutMs, maxBodyBytes: MAX_BODY_BYTES });
     } catch (err) {
-      if (isAbort(err)) throw new RetryableFailure(timeoutError(endpoint, appid), true);
-      // Never the URL or the raw message: the classic URL carries the AppSecret.
-      throw new RetryableFailure(
-        new ServiceError(
-          'wechat_unavailable',
-          `WeChat ${endpoint} could not be reached (${networkCode(err)}); retry shortly`,
-          {
-            cause: networkCode(err),
-          },
-        ),
-        !NOT_SENT.has(networkCode(err)),
-      );
+      // A transport classifies network failures itself; anything thrown is unexplained, so WeChat
+      // may have seen the request.
+      outcome = { kind: 'interrupted', code: errorCode(err) };
     }
-    let text: string;
-    try {
-      text = await response.text();
-    } catch (err) {
-      if (isAbort(err)) throw new RetryableFailure(timeoutError(endpoint, appid), true);
-      throw new RetryableFailure(
-        new ServiceError(
-          'wechat_unavailable',
-          `WeChat ${endpoint} connection failed mid-answer (${networkCode(err)})`,
-        ),
-        true,
-      );
+    switch (outcome.kind) {
+      case 'timeout':
+        throw new RetryableFailure(timeoutError(endpoint, appid), true);
+      case 'not_sent':
+      case 'interrupted':
+        // Never the URL or the raw message: the classic URL carries the AppSecret.
+        throw new RetryableFailure(
+          new ServiceError(
+            'wechat_unavailable',
+            outcome.kind === 'not_sent'
+              ? `WeChat ${endpoint} could not be reached (${outcome.code}); retry shortly`
+              : `WeChat ${endpoint} connection failed before a complete answer (${outcome.code}); retry shortly`,
+            { cause: outcome.code },
+          ),
+          outcome.kind === 'interrupted',
+        );
+      case 'too_large':
+        throw new ServiceError(
+          'wechat_bad_response',
+          `WeChat ${endpoint} answered HTTP ${outcome.status} with a body over ${MAX_BODY_BYTES} bytes`,
+        );
     }
-    if (response.status >= 500) {
+    const { status, text } = outcome;
+    if (status >= 500) {
       throw new RetryableFailure(
-        new ServiceError(
-          'wechat_unavailable',
-          `WeChat ${endpoint} answered HTTP ${response.status}; retry shortly`,
-        ),
+        new ServiceError('wechat_unavailable', `WeChat ${endpoint} answered HTTP ${status}; retry shortly`),
         // A gateway error says nothing about whether the backend issued a token.
         true,
       );
     }
-    if (response.status !== 200 || text.length > MAX_BODY_BYTES) {
+    if (status !== 200 || Buffer.byteLength(text, 'utf8') > MAX_BODY_BYTES) {
       throw new ServiceError(
         'wechat_bad_response',
-        `WeChat ${endpoint} answered HTTP ${response.status} with an unexpected body`,
+        `WeChat ${endpoint} answered HTTP ${status} with an unexpected body`,
       );
     }
     let body: unknown;
@@ -274,12 +289,8 @@ function scrub(text: string, secrets: string[]): string {
   return out.replace(/[\x00-\x1f\x7f]/g, ' ').slice(0, 200);
 }
 
-function isAbort(err: unknown): boolean {
-  return err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError');
-}
-
-function networkCode(err: unknown): string {
-  const cause = err instanceof Error ? (err.cause as { code?: unknown } | undefined) : undefined;
-  const code = cause?.code ?? (err as { code?: unknown } | undefined)?.code;
-  return typeof code === 'string' && /^[A-Z_]{2,40}$/.test(code) ? code : 'network error';
+/** An error's code (`ERR_MODULE_NOT_FOUND`, `ECONNRESET`, …) and never its message, which may name a URL. */
+function errorCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null | undefined)?.code;
+  return typeof code === 'string' && /^[A-Z][A-Z0-9_]{1,39}$/.test(code) ? code : 'UNKNOWN';
 }

@@ -1,6 +1,6 @@
 /**
- * The deployment package, built offline by `npm run package` (osls + serverless-esbuild): what the
- * CloudFormation template grants, wires and alarms on, and what the zip holds. No AWS credentials
+ * The deployment package, built offline by `npm run package` (scripts/build.mjs, then osls packages
+ * dist/): what the CloudFormation template grants, wires and alarms on, and what the zip holds. No AWS credentials
  * and no network: every value below comes from serverless.yml and its params.
  */
 import { spawnSync } from 'node:child_process';
@@ -170,8 +170,8 @@ let prodWithoutParams: ReturnType<typeof osls>;
 const altDir = mkdtempSync(join(tmpdir(), 'wts-package-'));
 
 beforeAll(() => {
-  // Sequential: the runs share serverless-esbuild's work folder, and a `--package <dir>` run clears
-  // .serverless/, so `npm run package` goes last and leaves its output in place.
+  // Sequential: a `--package <dir>` run clears .serverless/, so `npm run package` goes last and leaves
+  // its output in place. The osls runs package the dist/ that the global setup built.
   prodWithoutParams = osls(['prod', '--package', join(altDir, 'prod')]);
   const alt = osls([
     'dev',
@@ -196,10 +196,10 @@ beforeAll(() => {
 afterAll(() => rmSync(altDir, { recursive: true, force: true }));
 
 describe('npm run package (stage dev, default params)', () => {
-  it('deploys handler/index.handler on nodejs22.x, arm64, 256 MB, 10 s', () => {
+  it('deploys dist/index.handler on nodejs22.x, arm64, 256 MB, 10 s', () => {
     const fn = only(dev.template, 'AWS::Lambda::Function').Properties;
     expect(fn).toMatchObject({
-      Handler: 'handler/index.handler',
+      Handler: 'dist/index.handler',
       Runtime: 'nodejs22.x',
       Architectures: ['arm64'],
       MemorySize: 256,
@@ -207,14 +207,35 @@ describe('npm run package (stage dev, default params)', () => {
     });
   });
 
-  it('zips only the esbuild bundle, byte for byte the one `npm run build` writes, under 200 KB', () => {
-    expect([...dev.entries.keys()]).toEqual(['handler/index.js']);
+  it('zips the two bundle files `npm run build` writes, byte for byte, and nothing else of substance', () => {
+    // dist/package.json is 47 bytes that mark the bundles as CommonJS whatever surrounds them.
+    expect([...dev.entries.keys()].sort()).toEqual([
+      'dist/index.js',
+      'dist/package.json',
+      'dist/wechat-http.js',
+    ]);
+    expect(JSON.parse(dev.entries.get('dist/package.json')!.toString('utf8'))).toEqual({
+      type: 'commonjs',
+      main: 'index.js',
+    });
+    // The global setup and `npm run package` built dist/ from the same sources.
+    for (const name of ['dist/index.js', 'dist/wechat-http.js']) {
+      expect(sha256(dev.entries.get(name)!), name).toBe(sha256(readFileSync(join(ROOT, name))));
+    }
     expect(dev.zipBytes).toBeLessThan(200 * 1024);
-    const bundle = dev.entries.get('handler/index.js')!;
-    // The global setup has just built dist/ from the same sources with scripts/esbuild-options.mjs.
-    expect(sha256(bundle)).toBe(sha256(readFileSync(join(ROOT, 'dist/index.js'))));
+  });
+
+  it('keeps undici out of the handler bundle, which imports the HTTP transport from its own file on first use', () => {
+    const handler = dev.entries.get('dist/index.js')!.toString('utf8');
+    const transport = dev.entries.get('dist/wechat-http.js')!.toString('utf8');
+    // Error codes of undici's that this project's code never mentions.
+    for (const undiciOnly of ['UND_ERR_BPL_MISSING_UPSTREAM', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH']) {
+      expect(transport).toContain(undiciOnly);
+      expect(handler).not.toContain(undiciOnly);
+    }
+    expect(handler).toContain('import("./wechat-http.js")');
     // The SDK is the runtime's: referenced, not bundled and not packaged.
-    expect(bundle.toString('utf8')).toContain('"@aws-sdk/client-secrets-manager"');
+    expect(handler).toContain('"@aws-sdk/client-secrets-manager"');
     expect([...dev.entries.keys()].some((name) => name.includes('node_modules'))).toBe(false);
   });
 

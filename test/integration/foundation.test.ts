@@ -309,7 +309,8 @@ describe('the deployable bundle', () => {
     const { promisify } = await import('node:util');
     const dir = mkdtempSync(join(tmpdir(), 'wts-dist-'));
     try {
-      copyFileSync('dist/index.js', join(dir, 'index.js'));
+      // The handler and the HTTP transport it loads on its first WeChat call (dist/wechat-http.js).
+      for (const file of ['index.js', 'wechat-http.js']) copyFileSync(join('dist', file), join(dir, file));
       world.sim.resetCounters();
       const script = `
         const started = Date.now();

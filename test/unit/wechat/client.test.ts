@@ -1,14 +1,14 @@
 import { inspect } from 'node:util';
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { systemClock } from '../../../lib/clock.ts';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { TokenApi } from '../../../lib/domain.ts';
 import type { ErrorCode, ServiceError } from '../../../lib/errors.ts';
 import {
   AmbiguousUpstreamError,
-  type FetchLike,
   WeChatClient,
   type WeChatClientOptions,
 } from '../../../lib/wechat/client.ts';
+import type { HttpOutcome, HttpRequest, HttpTransport } from '../../../lib/wechat/transport.ts';
+import { UndiciTransport } from '../../../lib/wechat/undici-transport.ts';
 import {
   type SimulatorOptions,
   startWeChatSimulator,
@@ -25,8 +25,17 @@ const START = Date.UTC(2025, 0, 15, 4, 0, 0);
 let t = START;
 let sim: WeChatSimulator | undefined;
 let retries: { endpoint: string; reason: string; attempt: number }[] = [];
+/** What the client's clock.random answers: the backoff is `jitter × 100 ms × 2^(attempt-1)`. */
+let jitter = 0.5;
+/** The real transports the tests opened: their pooled connections are closed after each test. */
+let transports: UndiciTransport[] = [];
 
 afterEach(async () => {
+  t = START;
+  retries = [];
+  jitter = 0.5;
+  await Promise.all(transports.map((transport) => transport.close()));
+  transports = [];
   await sim?.close();
   sim = undefined;
 });
@@ -38,16 +47,24 @@ async function startSim(options: Partial<SimulatorOptions> = {}): Promise<WeChat
   return sim;
 }
 
+/** A client over undici (against the simulator) unless the test passes its own transport. */
 function client(baseUrl: string, options: Partial<WeChatClientOptions> = {}): WeChatClient {
+  let transport = options.transport;
+  if (!transport) {
+    const undici = new UndiciTransport();
+    transports.push(undici);
+    transport = undici;
+  }
   return new WeChatClient({
     baseUrl,
+    transport,
     attemptTimeoutMs: 2000,
     clock: {
       now: () => t,
       sleep: async (ms) => {
         t += ms;
       },
-      random: () => 0.5,
+      random: () => jitter,
     },
     onRetry: (endpoint, reason, attempt) => retries.push({ endpoint, reason, attempt }),
     ...options,
@@ -285,58 +302,18 @@ describe('WeChatClient quota and deadlines', () => {
     expect(s.calls.total).toBe(0);
   });
 
-  it('gives up with wechat_timeout at the deadline when WeChat is slower (real clock)', async () => {
-    const s = await startSim();
-    s.inject({ endpoint: 'token', latencyMs: 400 });
-    const c = client(s.baseUrl, { clock: systemClock });
-    const started = performance.now();
-    const err = await failure(c.fetchAccessToken(CLASSIC_APP, 'classic', { deadlineAtMs: Date.now() + 150 }));
-    expect(err.code).toBe('wechat_timeout');
-    expect(err.status).toBe(503);
-    expect(performance.now() - started).toBeLessThan(250);
-  });
-
-  it('abandons a stable attempt slower than attemptTimeoutMs and retries inside the deadline (real clock)', async () => {
-    const s = await startSim();
-    s.inject({ endpoint: 'stable_token', latencyMs: 400 });
-    const c = client(s.baseUrl, { clock: systemClock, attemptTimeoutMs: 100 });
-    const started = performance.now();
-    const grant = await c.fetchAccessToken(STABLE_APP, 'stable', { deadlineAtMs: Date.now() + 2000 });
-    expect(s.tokenStatus(grant.value)).toBe('valid');
-    expect(s.calls.stableToken).toBe(2);
-    expect(retries).toEqual([{ endpoint: 'stable_token', reason: 'wechat_timeout', attempt: 1 }]);
-    expect(performance.now() - started).toBeLessThan(400);
-  });
-
-  it('abandons a classic attempt slower than attemptTimeoutMs without repeating it (real clock)', async () => {
-    const s = await startSim();
-    s.inject({ endpoint: 'token', latencyMs: 400 });
-    const c = client(s.baseUrl, { clock: systemClock, attemptTimeoutMs: 100 });
-    const started = performance.now();
-    const err = await failure(
-      c.fetchAccessToken(CLASSIC_APP, 'classic', { deadlineAtMs: Date.now() + 2000 }),
-    );
-    expect(err).toBeInstanceOf(AmbiguousUpstreamError);
-    expect(err.code).toBe('wechat_timeout');
-    expect(s.calls.token).toBe(1);
-    expect(performance.now() - started).toBeLessThan(300);
-  });
-
   it('returns WeChat’s last error instead of sleeping past the deadline', async () => {
     const s = await startSim();
     s.inject({ endpoint: 'token', errcode: -1, times: 100 });
-    // The longest backoff the jitter allows, so the deadline is reached after few attempts.
-    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999);
-    try {
-      const deadlineAtMs = t + 250;
-      const err = await failure(client(s.baseUrl).fetchAccessToken(CLASSIC_APP, 'classic', { deadlineAtMs }));
-      expect(err.code).toBe('wechat_unavailable');
-      expect(err.errcode).toBe(-1);
-      expect(t).toBeLessThan(deadlineAtMs);
-      expect(s.calls.token).toBe(retries.length + 1);
-    } finally {
-      random.mockRestore();
-    }
+    // Nearly the longest backoff the jitter allows: ~100 ms, then ~200 ms would end past the deadline.
+    jitter = 0.999;
+    const deadlineAtMs = t + 250;
+    const err = await failure(client(s.baseUrl).fetchAccessToken(CLASSIC_APP, 'classic', { deadlineAtMs }));
+    expect(err.code).toBe('wechat_unavailable');
+    expect(err.errcode).toBe(-1);
+    expect(t).toBeLessThan(deadlineAtMs);
+    expect(s.calls.token).toBe(2);
+    expect(retries).toEqual([{ endpoint: 'token', reason: '-1', attempt: 1 }]);
   });
 });
 
@@ -377,17 +354,149 @@ describe('WeChatClient.fetchTicket errcodes', () => {
   });
 });
 
-describe('WeChatClient with malformed answers', () => {
-  /** A fetch that answers `body` with `status`, counting calls. */
-  function answering(body: string, status = 200) {
-    const calls: string[] = [];
-    const fetch: FetchLike = async (url) => {
-      calls.push(url);
-      return new Response(body, { status, headers: { 'content-type': 'application/json' } });
-    };
-    return { fetch, calls };
-  }
+/**
+ * A transport that answers from a script, one outcome per call (the last one repeats), recording every
+ * request. `elapse` moves the shared clock as the exchange would have taken.
+ */
+function scripted(...steps: { outcome: HttpOutcome; elapse?: (request: HttpRequest) => number }[]) {
+  const requests: HttpRequest[] = [];
+  const transport: HttpTransport = {
+    async send(request) {
+      requests.push(request);
+      const step = steps[Math.min(requests.length, steps.length) - 1]!;
+      t += step.elapse?.(request) ?? 0;
+      return step.outcome;
+    },
+  };
+  return { transport, requests };
+}
 
+const ok = (body: string, status = 200): HttpOutcome => ({ kind: 'response', status, text: body });
+const TOKEN_BODY = '{"access_token":"ACCESS","expires_in":7200}';
+/** The transport's own timeout fired: the whole attempt's time has passed. */
+const timedOut = {
+  outcome: { kind: 'timeout', code: 'ATTEMPT_TIMEOUT' } as const,
+  elapse: (r: HttpRequest) => r.timeoutMs,
+};
+const BASE = 'https://api.weixin.qq.com';
+
+describe('WeChatClient attempt timeouts and the deadline', () => {
+  it('gives each attempt attemptTimeoutMs, or less when the deadline is nearer', async () => {
+    const { transport, requests } = scripted(timedOut, { outcome: ok(TOKEN_BODY) });
+    const c = client(BASE, { transport, attemptTimeoutMs: 100 });
+    await c.fetchAccessToken(STABLE_APP, 'stable', { deadlineAtMs: t + 2000 });
+    await c.fetchAccessToken(STABLE_APP, 'stable', { deadlineAtMs: t + 40 });
+    expect(requests.map((r) => r.timeoutMs)).toEqual([100, 100, 40]);
+    expect(requests.every((r) => r.maxBodyBytes === 64 * 1024)).toBe(true);
+  });
+
+  it('gives up with wechat_timeout when a classic attempt times out, and does not repeat it', async () => {
+    const { transport, requests } = scripted(timedOut, { outcome: ok(TOKEN_BODY) });
+    const c = client(BASE, { transport, attemptTimeoutMs: 100 });
+    const err = await failure(c.fetchAccessToken(CLASSIC_APP, 'classic', { deadlineAtMs: t + 2000 }));
+    expect(err).toBeInstanceOf(AmbiguousUpstreamError);
+    expect(err.code).toBe('wechat_timeout');
+    expect(err.status).toBe(503);
+    expect(requests).toHaveLength(1);
+    expect(retries).toEqual([]);
+  });
+
+  it('abandons a stable attempt that times out and retries it inside the deadline', async () => {
+    const { transport, requests } = scripted(timedOut, { outcome: ok(TOKEN_BODY) });
+    const c = client(BASE, { transport, attemptTimeoutMs: 100 });
+    const grant = await c.fetchAccessToken(STABLE_APP, 'stable', { deadlineAtMs: t + 2000 });
+    expect(grant).toEqual({ value: 'ACCESS', expiresInSeconds: 7200 });
+    expect(requests).toHaveLength(2);
+    expect(retries).toEqual([{ endpoint: 'stable_token', reason: 'wechat_timeout', attempt: 1 }]);
+  });
+
+  it('stops at the deadline when every stable attempt times out, never waiting past it', async () => {
+    const { transport, requests } = scripted(timedOut);
+    const c = client(BASE, { transport, attemptTimeoutMs: 100 });
+    const deadlineAtMs = t + 180;
+    const err = await failure(c.fetchAccessToken(STABLE_APP, 'stable', { deadlineAtMs }));
+    expect(err.code).toBe('wechat_timeout');
+    expect(err).not.toBeInstanceOf(AmbiguousUpstreamError);
+    // 100 ms, a 50-ms backoff, then the 30 ms left; a 100-ms backoff would end past the deadline.
+    expect(requests.map((r) => r.timeoutMs)).toEqual([100, 30]);
+    expect(t).toBe(deadlineAtMs);
+  });
+
+  it('throws wechat_timeout without calling WeChat when the deadline has passed', async () => {
+    const { transport, requests } = scripted({ outcome: ok(TOKEN_BODY) });
+    const err = await failure(
+      client(BASE, { transport }).fetchAccessToken(CLASSIC_APP, 'classic', { deadlineAtMs: t }),
+    );
+    expect(err.code).toBe('wechat_timeout');
+    expect(requests).toHaveLength(0);
+  });
+});
+
+describe('WeChatClient network failures', () => {
+  const notSent = { outcome: { kind: 'not_sent', code: 'ECONNREFUSED' } as const };
+  const interrupted = { outcome: { kind: 'interrupted', code: 'ECONNRESET' } as const };
+
+  it('retries a classic call that was never sent (connection refused) and returns the token', async () => {
+    const { transport, requests } = scripted(notSent, { outcome: ok(TOKEN_BODY) });
+    const grant = await client(BASE, { transport }).fetchAccessToken(CLASSIC_APP, 'classic', deadline());
+    expect(grant.value).toBe('ACCESS');
+    expect(requests).toHaveLength(2);
+    expect(retries).toEqual([{ endpoint: 'token', reason: 'wechat_unavailable', attempt: 1 }]);
+  });
+
+  it('gives up on a refused connection after 4 attempts with wechat_unavailable naming the code', async () => {
+    const { transport, requests } = scripted(notSent);
+    const err = await failure(
+      client(BASE, { transport }).fetchAccessToken(CLASSIC_APP, 'classic', deadline()),
+    );
+    expect(err.code).toBe('wechat_unavailable');
+    expect(err).not.toBeInstanceOf(AmbiguousUpstreamError);
+    expect(err.message).toContain('ECONNREFUSED');
+    expect(requests).toHaveLength(4);
+    expect(leaks(err, TEST_SECRET)).toBe(false);
+    expect(leaks(err, BASE)).toBe(false);
+  });
+
+  it.each([
+    ['an interrupted connection', async () => interrupted.outcome],
+    [
+      'a transport that throws',
+      async (): Promise<HttpOutcome> => {
+        throw new Error(`socket hang up at ${BASE}/cgi-bin/token?secret=${TEST_SECRET}`);
+      },
+    ],
+  ])(
+    'treats %s as ambiguous: no classic repeat, and neither URL nor secret in the error',
+    async (_kind, send) => {
+      const requests: HttpRequest[] = [];
+      const transport: HttpTransport = {
+        send: (request) => {
+          requests.push(request);
+          return send();
+        },
+      };
+      const err = await failure(
+        client(BASE, { transport }).fetchAccessToken(CLASSIC_APP, 'classic', deadline()),
+      );
+      expect(err).toBeInstanceOf(AmbiguousUpstreamError);
+      expect(err.code).toBe('wechat_unavailable');
+      expect(requests).toHaveLength(1);
+      expect(leaks(err, TEST_SECRET)).toBe(false);
+      expect(leaks(err, BASE)).toBe(false);
+    },
+  );
+
+  it('repeats a ticket call after an interrupted connection (a ticket fetch invalidates nothing)', async () => {
+    const { transport, requests } = scripted(interrupted, {
+      outcome: ok('{"errcode":0,"errmsg":"ok","ticket":"TICKET-1","expires_in":7200}'),
+    });
+    const grant = await client(BASE, { transport }).fetchTicket(TEST_APPID, 'ACCESS', 'jsapi', deadline());
+    expect(grant.value).toBe('TICKET-1');
+    expect(requests).toHaveLength(2);
+  });
+});
+
+describe('WeChatClient with malformed answers', () => {
   it.each([
     ['HTML', '<html><body>ok</body></html>'],
     ['truncated JSON', '{"access_token":"ACCESS","expires_'],
@@ -410,54 +519,56 @@ describe('WeChatClient with malformed answers', () => {
       JSON.stringify({ access_token: 'ACCESS', expires_in: 7200, pad: 'x'.repeat(70_000) }),
     ],
   ])('rejects a 200 answer with %s as wechat_bad_response, without retrying', async (_kind, body) => {
-    const { fetch, calls } = answering(body);
-    const c = client('https://api.weixin.qq.com', { fetch });
+    const { transport, requests } = scripted({ outcome: ok(body) });
+    const c = client(BASE, { transport });
     const err = await failure(c.fetchAccessToken(CLASSIC_APP, 'classic', deadline()));
     expect(err.code).toBe('wechat_bad_response');
     expect(err.status).toBe(502);
-    expect(calls).toHaveLength(1);
+    expect(requests).toHaveLength(1);
     expect(leaks(err, TEST_SECRET)).toBe(false);
   });
 
+  it('rejects an answer the transport stopped reading at the size cap, without retrying', async () => {
+    const { transport, requests } = scripted({ outcome: { kind: 'too_large', status: 200 } });
+    const err = await failure(client(BASE, { transport }).fetchAccessToken(STABLE_APP, 'stable', deadline()));
+    expect(err.code).toBe('wechat_bad_response');
+    expect(err.message).toContain('65536 bytes');
+    expect(requests).toHaveLength(1);
+  });
+
   it('accepts a success body that carries errcode 0, as the ticket endpoint does', async () => {
-    const { fetch } = answering('{"errcode":0,"errmsg":"ok","ticket":"TICKET-1","expires_in":7200}');
-    const grant = await client('https://api.weixin.qq.com', { fetch }).fetchTicket(
-      TEST_APPID,
-      'ACCESS',
-      'jsapi',
-      deadline(),
-    );
+    const { transport } = scripted({
+      outcome: ok('{"errcode":0,"errmsg":"ok","ticket":"TICKET-1","expires_in":7200}'),
+    });
+    const grant = await client(BASE, { transport }).fetchTicket(TEST_APPID, 'ACCESS', 'jsapi', deadline());
     expect(grant).toEqual({ value: 'TICKET-1', expiresInSeconds: 7200 });
   });
 
   it('rejects a ticket answer without a ticket as wechat_bad_response', async () => {
-    const { fetch } = answering('{"errcode":0,"errmsg":"ok","expires_in":7200}');
-    const c = client('https://api.weixin.qq.com', { fetch });
+    const { transport } = scripted({ outcome: ok('{"errcode":0,"errmsg":"ok","expires_in":7200}') });
+    const c = client(BASE, { transport });
     const err = await failure(c.fetchTicket(TEST_APPID, 'ACCESS', 'jsapi', deadline()));
     expect(err.code).toBe('wechat_bad_response');
   });
 
   it('sends the classic request as GET with the credentials in the query, and the stable one as a JSON POST', async () => {
-    const seen: { url: string; method: string | undefined; body: unknown }[] = [];
-    const fetch: FetchLike = async (url, init) => {
-      seen.push({ url, method: init.method, body: init.body });
-      return new Response('{"access_token":"ACCESS","expires_in":7200}', { status: 200 });
-    };
-    const base = 'https://api.weixin.qq.com';
-    const c = client(base, { fetch });
+    const { transport, requests } = scripted({ outcome: ok(TOKEN_BODY) });
+    const c = client(BASE, { transport });
     await c.fetchAccessToken(CLASSIC_APP, 'classic', deadline());
     await c.fetchAccessToken(STABLE_APP, 'stable', { ...deadline(), forceRefresh: true });
-    const classic = new URL(seen[0]?.url ?? '');
-    expect(`${classic.origin}${classic.pathname}`).toBe(`${base}/cgi-bin/token`);
-    expect(seen[0]?.method).toBe('GET');
+    const classic = new URL(requests[0]?.url ?? '');
+    expect(`${classic.origin}${classic.pathname}`).toBe(`${BASE}/cgi-bin/token`);
+    expect(requests[0]?.method).toBe('GET');
+    expect(requests[0]?.body).toBeUndefined();
     expect(Object.fromEntries(classic.searchParams)).toEqual({
       grant_type: 'client_credential',
       appid: CLASSIC_APP.appid,
       secret: CLASSIC_APP.secret,
     });
-    expect(seen[1]?.url).toBe(`${base}/cgi-bin/stable_token`);
-    expect(seen[1]?.method).toBe('POST');
-    expect(JSON.parse(String(seen[1]?.body))).toEqual({
+    expect(requests[1]?.url).toBe(`${BASE}/cgi-bin/stable_token`);
+    expect(requests[1]?.method).toBe('POST');
+    expect(requests[1]?.headers).toEqual({ 'content-type': 'application/json' });
+    expect(JSON.parse(String(requests[1]?.body))).toEqual({
       grant_type: 'client_credential',
       appid: STABLE_APP.appid,
       secret: STABLE_APP.secret,
