@@ -53,7 +53,7 @@ export function buildContainer(overrides: ContainerOverrides = {}): Container {
     ...(overrides.writeLog ? { write: overrides.writeLog } : {}),
   });
   const store = overrides.store ?? buildStore(config, clock, log);
-  const secrets = overrides.secrets ?? buildSecrets(config, clock, overrides.readSecret);
+  const secrets = overrides.secrets ?? buildSecrets(config, clock, log, overrides.readSecret);
   const wechat =
     overrides.wechat ??
     new WeChatClient({
@@ -85,12 +85,20 @@ function buildStore(config: Config, clock: Clock, log: EventLog): KeyValueStore 
   });
 }
 
-function buildSecrets(config: Config, clock: Clock, readSecret: ReadSecret | undefined): SecretSource {
+function buildSecrets(
+  config: Config,
+  clock: Clock,
+  log: EventLog,
+  readSecret: ReadSecret | undefined,
+): SecretSource {
   const source = config.credentials;
   if (source.kind === 'secrets_manager') {
     return new SecretsManagerCredentials({
       secretId: source.secretId,
       cacheSeconds: config.secretCacheSeconds,
+      rereadSeconds: config.secretRereadSeconds,
+      graceSeconds: config.secretGraceSeconds,
+      telemetry: log,
       clock,
       readSecret: readSecret ?? sdkReadSecret(),
     });

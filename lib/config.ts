@@ -37,6 +37,10 @@ export interface Config {
   credentials: CredentialSource;
   /** How long the parsed secret is kept in memory. */
   secretCacheSeconds: number;
+  /** After WeChat rejected the secret, at most one re-read per this many seconds per instance. */
+  secretRereadSeconds: number;
+  /** How long past `secretCacheSeconds` the last good secret is still used while it cannot be read again. */
+  secretGraceSeconds: number;
   wechatApiBaseUrl: string;
   /** How long before a token's expiry a refresh starts (scaled down for short-lived tokens). */
   refreshWindowSeconds: number;
@@ -85,6 +89,8 @@ export function loadConfig(env: Env = process.env): Config {
     ),
     credentials: readCredentialSource(env),
     secretCacheSeconds: readInt(env, 'SECRET_CACHE_SECONDS', 300, 0, 86_400),
+    secretRereadSeconds: readInt(env, 'SECRET_REREAD_SECONDS', 30, 0, 3600),
+    secretGraceSeconds: readInt(env, 'SECRET_GRACE_SECONDS', 3600, 0, 86_400),
     wechatApiBaseUrl: readUrl(env, 'WECHAT_API_BASE_URL', 'https://api.weixin.qq.com'),
     refreshWindowSeconds: readInt(env, 'TOKEN_REFRESH_WINDOW_SECONDS', 900, 1, 7000),
     passiveRefreshMinAgeSeconds: readInt(env, 'PASSIVE_REFRESH_MIN_AGE_SECONDS', 300, 0, 7200),

@@ -39,6 +39,11 @@ export interface KeyValueStore {
 /** Where the apps and client keys come from. `reload` bypasses any in-memory copy (secret rotation). */
 export interface SecretSource {
   get(options?: { reload?: boolean }): Promise<Credentials>;
+  /**
+   * The credentials held in memory, whatever their age, without any I/O; undefined before the first
+   * read. Sources that hold their credentials from the start (the environment) need not implement it.
+   */
+  held?(): Credentials | undefined;
 }
 
 /** Every upstream call is bounded by an absolute deadline (epoch ms) derived from the Lambda's remaining time. */

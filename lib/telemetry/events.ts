@@ -16,6 +16,7 @@
  * | record.unshared      | WARN  | —                                         | a new value could not be written        |
  * | record.written_back  | WARN  | —                                         | a held value was put back in the cache  |
  * | cache.diagnostic     | DEBUG | —                                         | the Memcached client's own diagnostics  |
+ * | secrets.stale_served | WARN  | SecretStaleServed                         | the secret could not be read again; the last good copy is used |
  *
  * ¹ WARN for a 5xx answer, ERROR for an internal error.
  */
@@ -52,7 +53,16 @@ export type CoreEvent =
   | { event: 'record.invalid'; kind: TokenKind; appid: string }
   | { event: 'record.unshared'; kind: TokenKind; appid: string }
   | { event: 'record.written_back'; kind: TokenKind; appid: string }
-  | { event: 'cache.diagnostic'; detail: string };
+  | { event: 'cache.diagnostic'; detail: string }
+  | {
+      event: 'secrets.stale_served';
+      /** The failed read's error code. */
+      code: string;
+      /** How old the copy in use is. */
+      ageSeconds: number;
+      /** How much longer it may be used (SECRET_CACHE_SECONDS + SECRET_GRACE_SECONDS after its read). */
+      graceLeftSeconds: number;
+    };
 
 export type EventName = CoreEvent['event'] | 'invocation' | 'config.invalid';
 
@@ -67,4 +77,5 @@ export const EVENT_LEVEL: Record<CoreEvent['event'], LogLevel> = {
   'record.unshared': 'WARN',
   'record.written_back': 'WARN',
   'cache.diagnostic': 'DEBUG',
+  'secrets.stale_served': 'WARN',
 };

@@ -130,6 +130,8 @@ function metricsOf(event: CoreEvent): Metric[] {
       ];
     case 'token.stale_served':
       return [{ name: 'StaleServed', value: 1, dimensions: { kind: event.kind } }];
+    case 'secrets.stale_served':
+      return [{ name: 'SecretStaleServed', value: 1 }];
     default:
       return [];
   }
