@@ -6,7 +6,14 @@ import type { CallContext } from '../lib/domain.ts';
 import { ServiceError, toServiceError } from '../lib/errors.ts';
 import type { Container } from './container.ts';
 import { logInvocation } from './invocation-log.ts';
-import { OPERATIONS, type Operation, parseRequest, type Request, runOperation } from './operations.ts';
+import {
+  OPERATIONS,
+  type Operation,
+  parseRequest,
+  type Request,
+  requireConfigured,
+  runOperation,
+} from './operations.ts';
 
 export async function handleInvoke(
   event: unknown,
@@ -17,6 +24,7 @@ export async function handleInvoke(
   let request: Request | undefined;
   try {
     request = parseInvoke(event);
+    await requireConfigured(container.secrets, request.appid);
     const result = await runOperation(container.service, request, ctx, container.clock);
     logInvocation(container.log, 'invoke', startedAtMs, {
       operation: request.operation,
