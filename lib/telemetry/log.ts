@@ -144,9 +144,10 @@ function metricsOf(event: CoreEvent): Metric[] {
 export function writeConfigInvalid(
   code: string,
   detail: string,
+  requestId?: string,
   write = (line: string) => process.stderr.write(line),
 ): void {
   write(
-    `${JSON.stringify({ level: 'ERROR', timestamp: new Date().toISOString(), service: SERVICE_NAME, event: 'config.invalid', code, detail })}\n`,
+    `${JSON.stringify({ level: 'ERROR', timestamp: new Date().toISOString(), service: SERVICE_NAME, event: 'config.invalid', requestId, code, detail })}\n`,
   );
 }
