@@ -17,6 +17,7 @@
  * | record.written_back  | WARN  | —                                         | a held value was put back in the cache  |
  * | cache.diagnostic     | DEBUG | —                                         | the Memcached client's own diagnostics  |
  * | secrets.stale_served | WARN  | SecretStaleServed                         | the secret could not be read again; the last good copy is used |
+ * | config.warning       | WARN  | —                                         | at cold start: a setting is valid but costs something |
  *
  * ¹ WARN for a 5xx answer, ERROR for an internal error.
  */
@@ -55,6 +56,16 @@ export type CoreEvent =
   | { event: 'record.written_back'; kind: TokenKind; appid: string }
   | { event: 'cache.diagnostic'; detail: string }
   | {
+      event: 'config.warning';
+      /** The environment variable. */
+      variable: string;
+      value: number;
+      /** What the value costs, in words. */
+      detail: string;
+      /** PASSIVE_REFRESH_MIN_AGE_SECONDS: the promise of a classic token older than the min age. */
+      promiseSeconds?: number;
+    }
+  | {
       event: 'secrets.stale_served';
       /** The failed read's error code. */
       code: string;
@@ -78,4 +89,5 @@ export const EVENT_LEVEL: Record<CoreEvent['event'], LogLevel> = {
   'record.written_back': 'WARN',
   'cache.diagnostic': 'DEBUG',
   'secrets.stale_served': 'WARN',
+  'config.warning': 'WARN',
 };
