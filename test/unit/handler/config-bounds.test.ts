@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { TEST_APPID } from '../../support/secrets.ts';
-import { type Env, type Proxy, parse, v2, world } from './harness.ts';
+import { type Env, type ProxyAnswer, parse, v2, world } from './harness.ts';
 
 type ErrorAnswer = { error?: { code: string; message: string } };
 
@@ -46,7 +46,7 @@ describe('configuration bounds at cold start', () => {
 
   it('answers the same misconfiguration to an HTTP caller without its details', async () => {
     const w = world({ FUNCTION_TIMEOUT_SECONDS: '10', DEADLINE_MARGIN_MS: '8000' });
-    const result = await w.instance().invoke<Proxy>(v2('GET', '/healthz'));
+    const result = await w.instance().invoke<ProxyAnswer>(v2('GET', '/healthz'));
     expect(result.statusCode).toBe(500);
     expect(parse(result)?.error?.code).toBe('config_invalid');
     expect(result.body).not.toContain('DEADLINE_MARGIN_MS');

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { ServiceError } from '../../../lib/errors.ts';
 import { CLIENT_KEY, TEST_APPID, TEST_SECRET } from '../../support/secrets.ts';
-import { bearer, type Proxy, parse, SECRET_ARN, v1, v2, world } from './harness.ts';
+import { bearer, type ProxyAnswer, parse, SECRET_ARN, v1, v2, world } from './harness.ts';
 
 const GENERIC = /^the service could not answer this request; .* request id (\S+)$/;
 
@@ -16,7 +16,10 @@ describe('5xx answers to callers that have not authenticated', () => {
     w.secret.failing = 'ResourceNotFoundException';
     const result = await w
       .instance()
-      .invoke<Proxy>(v2('GET', '/token', { query: { appid: TEST_APPID }, headers: bearer() }), 'req-abc');
+      .invoke<ProxyAnswer>(
+        v2('GET', '/token', { query: { appid: TEST_APPID }, headers: bearer() }),
+        'req-abc',
+      );
     expect(result.statusCode).toBe(500);
     const error = parse(result)?.error;
     expect(error?.code).toBe('config_invalid');
@@ -37,7 +40,7 @@ describe('5xx answers to callers that have not authenticated', () => {
     w.secret.failing = 'InternalServiceError';
     const result = await w
       .instance()
-      .invoke<Proxy>(v1('GET', '/token', { query: { appid: TEST_APPID }, headers: bearer() }));
+      .invoke<ProxyAnswer>(v1('GET', '/token', { query: { appid: TEST_APPID }, headers: bearer() }));
     expect(result.statusCode).toBe(503);
     const error = parse(result)?.error;
     expect(error).toMatchObject({ code: 'secrets_unavailable', retryable: true });
@@ -46,7 +49,7 @@ describe('5xx answers to callers that have not authenticated', () => {
 
   it('answers an invalid configuration generically over HTTP, also on /healthz, and in full to direct invoke', async () => {
     const w = world({ MEMCACHED_SERVERS: 'cache.internal.example:11211,10.0.0.9:99999' });
-    const http = await w.instance().invoke<Proxy>(v2('GET', '/healthz'), 'req-cfg');
+    const http = await w.instance().invoke<ProxyAnswer>(v2('GET', '/healthz'), 'req-cfg');
     expect(http.statusCode).toBe(500);
     const httpError = parse(http)?.error;
     expect(httpError?.code).toBe('config_invalid');
@@ -63,12 +66,14 @@ describe('5xx answers to callers that have not authenticated', () => {
 
   it('keeps 4xx messages: they describe the caller’s own request', async () => {
     const w = world();
-    const noKey = await w.instance().invoke<Proxy>(v2('GET', '/token', { query: { appid: TEST_APPID } }));
+    const noKey = await w
+      .instance()
+      .invoke<ProxyAnswer>(v2('GET', '/token', { query: { appid: TEST_APPID } }));
     expect(noKey.statusCode).toBe(401);
     expect(parse(noKey)?.error?.message).toContain('Authorization: Bearer');
     const badKey = await w
       .instance()
-      .invoke<Proxy>(
+      .invoke<ProxyAnswer>(
         v2('GET', '/token', { query: { appid: TEST_APPID }, headers: bearer('not-a-known-key-000') }),
       );
     expect(badKey.statusCode).toBe(401);
@@ -80,7 +85,7 @@ describe('5xx answers to callers that have not authenticated', () => {
     w.secret.failing = 'InternalServiceError';
     const result = await w
       .instance()
-      .invoke<Proxy>(v2('GET', '/token', { headers: bearer('unknown-key-1234567') }));
+      .invoke<ProxyAnswer>(v2('GET', '/token', { headers: bearer('unknown-key-1234567') }));
     const error = parse(result)?.error;
     expect(result.statusCode).toBe(503);
     expect(error?.retryable).toBe(true);
@@ -101,7 +106,7 @@ describe('answers to authenticated callers and direct invoke keep the full messa
     w.wechat.tokenResponder = ipRefused;
     const result = await w
       .instance()
-      .invoke<Proxy>(v2('GET', '/token', { query: { appid: TEST_APPID }, headers: bearer() }));
+      .invoke<ProxyAnswer>(v2('GET', '/token', { query: { appid: TEST_APPID }, headers: bearer() }));
     expect(result.statusCode).toBe(502);
     const error = parse(result)?.error;
     expect(error?.code).toBe('wechat_ip_not_whitelisted');

@@ -176,7 +176,7 @@ export function v1(
 
 export const bearer = (key: string = CLIENT_KEY) => ({ Authorization: `Bearer ${key}` });
 
-export interface Proxy {
+export interface ProxyAnswer {
   statusCode: number;
   headers: Record<string, string>;
   body: string;
@@ -192,5 +192,5 @@ export interface Body {
   [field: string]: unknown;
 }
 
-export const parse = (result: Proxy): Body | undefined =>
+export const parse = (result: ProxyAnswer): Body | undefined =>
   result.body === '' ? undefined : (JSON.parse(result.body) as Body);

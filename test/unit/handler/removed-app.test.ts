@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { TEST_APPID, TEST_APPID_2 } from '../../support/secrets.ts';
-import { bearer, type Proxy, parse, secretJson, v1, v2, world } from './harness.ts';
+import { bearer, type ProxyAnswer, parse, secretJson, v1, v2, world } from './harness.ts';
 
 const SECRET_CACHE_MS = 300_000;
 const SCHEDULE = { source: 'aws.events', 'detail-type': 'Scheduled Event', detail: {} };
@@ -48,12 +48,12 @@ describe('an app removed from the secret', () => {
         url: 'https://example.com/page',
       }),
       http_v2: parse(
-        await instance.invoke<Proxy>(
+        await instance.invoke<ProxyAnswer>(
           v2('GET', '/token', { query: { appid: TEST_APPID }, headers: bearer() }),
         ),
       ) as Answer,
       http_v1: parse(
-        await instance.invoke<Proxy>(
+        await instance.invoke<ProxyAnswer>(
           v1('GET', '/ticket', { query: { appid: TEST_APPID, type: 'jsapi' }, headers: bearer() }),
         ),
       ) as Answer,

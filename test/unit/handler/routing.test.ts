@@ -5,13 +5,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { TEST_APPID } from '../../support/secrets.ts';
-import { type Body, bearer, type Proxy, parse, v1, v2, world } from './harness.ts';
+import { type Body, bearer, type ProxyAnswer, parse, v1, v2, world } from './harness.ts';
 
 const TOKEN_QUERY = { appid: TEST_APPID };
 
-async function ask(event: unknown): Promise<{ status: number; body: Body | undefined; raw: Proxy }> {
+async function ask(event: unknown): Promise<{ status: number; body: Body | undefined; raw: ProxyAnswer }> {
   const w = world();
-  const raw = await w.instance().invoke<Proxy>(event);
+  const raw = await w.instance().invoke<ProxyAnswer>(event);
   return { status: raw.statusCode, body: parse(raw), raw };
 }
 
