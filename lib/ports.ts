@@ -59,6 +59,11 @@ export interface WeChatApi {
     options: CallOptions & { forceRefresh?: boolean },
   ): Promise<Grant>;
   fetchTicket(appid: string, accessToken: string, type: TicketType, options: CallOptions): Promise<Grant>;
+  /**
+   * `POST /cgi-bin/clear_quota/v2` with the appid and AppSecret: resets the app's daily API quotas.
+   * WeChat allows 10 resets per account per month, shared with the console's reset (48006 when used up).
+   */
+  clearQuota(app: { appid: string; secret: string }, options: CallOptions): Promise<void>;
 }
 
 /** Time and chance, injected everywhere so tests can move and fix them. */

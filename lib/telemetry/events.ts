@@ -18,6 +18,9 @@
  * | cache.diagnostic     | DEBUG | —                                         | the Memcached client's own diagnostics  |
  * | secrets.stale_served | WARN  | SecretStaleServed                         | the secret could not be read again; the last good copy is used |
  * | config.warning       | WARN  | —                                         | at cold start: a setting is valid but costs something |
+ * | quota.probe          | INFO  | QuotaProbes (upstream)                    | a call goes to WeChat through an open quota breaker |
+ * | quota.breaker_closed | WARN  | —                                         | a quota breaker closed (probe succeeded, or clear_quota) |
+ * | quota.cleared        | WARN  | QuotaResets                               | clear_quota used one of WeChat's 10 monthly resets |
  *
  * ¹ WARN for a 5xx answer, ERROR for an internal error.
  */
@@ -56,6 +59,15 @@ export type CoreEvent =
   | { event: 'record.written_back'; kind: TokenKind; appid: string }
   | { event: 'cache.diagnostic'; detail: string }
   | {
+      event: 'quota.probe';
+      upstream: Endpoint;
+      /** The guarded upstream: token, stable_token, ticket_jsapi or ticket_wx_card. */
+      breaker: string;
+      appid: string;
+    }
+  | { event: 'quota.breaker_closed'; breaker: string; appid: string; by: 'probe' | 'clear_quota' }
+  | { event: 'quota.cleared'; appid: string }
+  | {
       event: 'config.warning';
       /** The environment variable. */
       variable: string;
@@ -90,4 +102,7 @@ export const EVENT_LEVEL: Record<CoreEvent['event'], LogLevel> = {
   'cache.diagnostic': 'DEBUG',
   'secrets.stale_served': 'WARN',
   'config.warning': 'WARN',
+  'quota.probe': 'INFO',
+  'quota.breaker_closed': 'WARN',
+  'quota.cleared': 'WARN',
 };

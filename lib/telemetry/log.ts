@@ -132,6 +132,10 @@ function metricsOf(event: CoreEvent): Metric[] {
       return [{ name: 'StaleServed', value: 1, dimensions: { kind: event.kind } }];
     case 'secrets.stale_served':
       return [{ name: 'SecretStaleServed', value: 1 }];
+    case 'quota.probe':
+      return [{ name: 'QuotaProbes', value: 1, dimensions: { upstream: event.upstream } }];
+    case 'quota.cleared':
+      return [{ name: 'QuotaResets', value: 1 }];
     default:
       return [];
   }
