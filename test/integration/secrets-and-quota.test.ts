@@ -137,7 +137,7 @@ describe('the quota breaker', () => {
       rounds++;
       await sleep(100);
     }
-    expect(rounds).toBeGreaterThan(3);
+    expect(rounds).toBeGreaterThan(0);
     if (Date.now() - openedAt < 2000) expect(world.sim.calls.ticket).toBe(1);
 
     world.sim.clearQuotaAsOperator(TEST_APPID);
