@@ -1,10 +1,15 @@
 /**
  * API Gateway edge: HTTP API (payload 2.0) and REST API (payload 1.0) events in, proxy results out.
  * Checks run in a fixed order: route → 401 (key) → 400 (input) → 403 (scope) → 404 (appid).
+ *
+ * Error bodies: a caller that has not authenticated (no key, an unknown key, `/healthz`) gets a
+ * generic message with the request id for a 5xx — such messages name the secret, appids and
+ * configuration values, which are for the operator (the invocation's log line has them under the
+ * same request id). 4xx messages and every answer to an authenticated caller keep the full message.
  */
 import type { CallContext } from '../lib/domain.ts';
-import { ServiceError, toServiceError } from '../lib/errors.ts';
-import { findClient } from '../lib/secrets/credentials.ts';
+import { type ErrorBody, ServiceError, toServiceError } from '../lib/errors.ts';
+import { findClient, unknownAppid } from '../lib/secrets/credentials.ts';
 import type { Container } from './container.ts';
 import { type InvocationOutcome, logInvocation } from './invocation-log.ts';
 import { type Operation, parseRequest, runOperation } from './operations.ts';
@@ -18,6 +23,7 @@ export interface ProxyResult {
 /** The parts of either payload version the routes use. */
 export interface HttpRequest {
   method: string;
+  /** The route's path, e.g. `/token` (see {@link routePath}). */
   path: string;
   /** Lower-case names. */
   headers: Record<string, string>;
@@ -41,20 +47,11 @@ const MAX_BODY_LENGTH = 16 * 1024;
 /** Normalises either payload version. */
 export function toHttpRequest(event: Record<string, unknown>, version: 1 | 2): HttpRequest {
   const rc = (event.requestContext ?? {}) as Record<string, unknown>;
-  let method: string;
-  let path: string;
-  if (version === 2) {
-    const http = rc.http as Record<string, unknown>;
-    method = String(http.method ?? '');
-    path = String(event.rawPath ?? http.path ?? '/');
-    const stage = rc.stage;
-    // A named stage (not $default) prefixes the raw path.
-    if (typeof stage === 'string' && stage !== '$default' && path.startsWith(`/${stage}/`))
-      path = path.slice(stage.length + 1);
-  } else {
-    method = String(event.httpMethod);
-    path = String(event.path ?? '/');
-  }
+  const method =
+    version === 2
+      ? String((rc.http as Record<string, unknown> | undefined)?.method ?? '')
+      : String(event.httpMethod);
+  const path = routePath(event, version);
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries((event.headers ?? {}) as Record<string, unknown>)) {
     if (typeof value === 'string') headers[name.toLowerCase()] = value;
@@ -77,6 +74,43 @@ export function toHttpRequest(event: Record<string, unknown>, version: 1 | 2): H
   };
 }
 
+/**
+ * The path of the route API Gateway matched, taken from its route information rather than the raw
+ * path: a custom domain's base path mapping (`/tokens/token`) and a named stage (`/prod/token`)
+ * prefix the raw path, never the route.
+ *
+ * - REST API (v1): `resource` (`/token`); a greedy `/{proxy+}` resource is filled in from
+ *   `pathParameters.proxy`.
+ * - HTTP API (v2): the path part of `routeKey` (`GET /token`), `{proxy+}` filled in the same way.
+ *
+ * The raw path (`rawPath`, v1 `path`) is the fallback only for events that carry no route: an HTTP
+ * API's catch-all `$default` route, or a hand-built event without `resource`/`routeKey`. There a
+ * named stage prefix is removed, but a base path mapping cannot be told apart from the route (v2
+ * `rawPath` leaves the mapping out, v1 `path` keeps it in): deploy explicit routes, as serverless.yml
+ * does.
+ */
+export function routePath(event: Record<string, unknown>, version: 1 | 2): string {
+  const proxy = (event.pathParameters as Record<string, unknown> | null | undefined)?.proxy;
+  const fill = (template: string) =>
+    template.replace('{proxy+}', typeof proxy === 'string' ? proxy.replace(/^\/+/, '') : '');
+  if (version === 1) {
+    if (typeof event.resource === 'string' && event.resource.startsWith('/')) return fill(event.resource);
+    return String(event.path ?? '/');
+  }
+  const routeKey = event.routeKey;
+  const space = typeof routeKey === 'string' ? routeKey.indexOf(' ') : -1;
+  if (typeof routeKey === 'string' && space > 0 && routeKey[space + 1] === '/') {
+    return fill(routeKey.slice(space + 1));
+  }
+  const rc = (event.requestContext ?? {}) as Record<string, unknown>;
+  let path = String(event.rawPath ?? (rc.http as Record<string, unknown> | undefined)?.path ?? '/');
+  const stage = rc.stage;
+  // A named stage (not $default) prefixes the raw path.
+  if (typeof stage === 'string' && stage !== '$default' && path.startsWith(`/${stage}/`))
+    path = path.slice(stage.length + 1);
+  return path;
+}
+
 /** One API Gateway event in, its proxy result out: every failure is a status and `{error}`. */
 export async function handleApiGateway(
   event: Record<string, unknown>,
@@ -84,23 +118,44 @@ export async function handleApiGateway(
   container: Container,
   ctx: CallContext,
   startedAtMs: number,
+  requestId: string | undefined,
 ): Promise<ProxyResult> {
   const channel = version === 1 ? 'http_v1' : 'http_v2';
+  const caller = { authenticated: false };
   let outcome: { result: ProxyResult; log: InvocationOutcome };
   try {
-    outcome = await answer(toHttpRequest(event, version), container, ctx);
+    outcome = await answer(toHttpRequest(event, version), container, ctx, caller);
   } catch (err) {
     const error = toServiceError(err);
-    outcome = { result: json(error.status, error.toBody()), log: { status: error.status, error } };
+    const body = caller.authenticated ? error.toBody() : unauthenticatedBody(error, requestId);
+    outcome = { result: json(error.status, body), log: { status: error.status, error } };
   }
   logInvocation(container.log, channel, startedAtMs, outcome.log);
   return outcome.result;
+}
+
+/**
+ * The body for a caller that has not authenticated: 4xx as they are (they describe the caller's own
+ * request), 5xx with a generic message naming the request id under which the log has the details.
+ */
+export function unauthenticatedBody(error: ServiceError, requestId: string | undefined): ErrorBody {
+  if (error.status < 500) return error.toBody();
+  return {
+    error: {
+      code: error.code,
+      message:
+        'the service could not answer this request; its operator can find the cause in the service log ' +
+        `under request id ${requestId ?? 'unknown'}`,
+      retryable: error.retryable,
+    },
+  };
 }
 
 async function answer(
   request: HttpRequest,
   container: Container,
   ctx: CallContext,
+  caller: { authenticated: boolean },
 ): Promise<{ result: ProxyResult; log: InvocationOutcome }> {
   const methods = ROUTES[request.path];
   if (!methods) {
@@ -134,6 +189,7 @@ async function answer(
       'unauthorized',
       'the client key is not known; check the key, or add its SHA-256 to clients',
     );
+  caller.authenticated = true;
 
   // 400: the input.
   const fields = request.method === 'GET' ? request.query : parseJsonBody(request.body);
@@ -146,12 +202,7 @@ async function answer(
       `client ${client.id} may not use appid ${parsed.appid}; add it to the client's appids`,
     );
   }
-  if (!credentials.apps.has(parsed.appid)) {
-    throw new ServiceError(
-      'unknown_appid',
-      `appid ${parsed.appid} is not configured: add it to the apps list of the credentials secret`,
-    );
-  }
+  if (!credentials.apps.has(parsed.appid)) throw unknownAppid(parsed.appid);
   const operation = await runOperation(container.service, parsed, ctx, container.clock);
   return {
     result: json(200, operation.body),

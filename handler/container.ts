@@ -12,6 +12,7 @@ import { type ReadSecret, SecretsManagerCredentials, sdkReadSecret } from '../li
 import { MemcachedStore } from '../lib/store/memcached.ts';
 import { MemoryStore } from '../lib/store/memory.ts';
 import { EventLog } from '../lib/telemetry/log.ts';
+import { guaranteedUntilMs, OVERLAP_MS } from '../lib/token/lifetime.ts';
 import { TokenService } from '../lib/token/service.ts';
 import { WeChatClient } from '../lib/wechat/client.ts';
 import type { HttpTransport } from '../lib/wechat/transport.ts';
@@ -53,8 +54,9 @@ export function buildContainer(overrides: ContainerOverrides = {}): Container {
     now: () => clock.now(),
     ...(overrides.writeLog ? { write: overrides.writeLog } : {}),
   });
+  warnAboutCosts(config, log);
   const store = overrides.store ?? buildStore(config, clock, log);
-  const secrets = overrides.secrets ?? buildSecrets(config, clock, overrides.readSecret);
+  const secrets = overrides.secrets ?? buildSecrets(config, clock, log, overrides.readSecret);
   const wechat =
     overrides.wechat ??
     new WeChatClient({
@@ -77,6 +79,45 @@ export function buildContainer(overrides: ContainerOverrides = {}): Container {
   return { config, clock, store, secrets, service, log };
 }
 
+/**
+ * One warning line at cold start for a valid setting that weakens a promise. A passive refresh may
+ * come PASSIVE_REFRESH_MIN_AGE_SECONDS after a classic token's fetch, and kills it 300 s later at
+ * the latest (sooner if a second one follows): below 300 s the min age, not WeChat's overlap,
+ * bounds every promise.
+ */
+function warnAboutCosts(config: Config, log: EventLog): void {
+  const minAgeSeconds = config.passiveRefreshMinAgeSeconds;
+  if (config.passiveRefreshDailyBudget === 0 || minAgeSeconds * 1000 >= OVERLAP_MS) return;
+  // A classic 7200-s token, confirmed current now, fetched long before (older than the min age).
+  const fetchedAtMs = 0;
+  const nowMs = 3_600_000;
+  const promiseMs = guaranteedUntilMs(
+    {
+      kind: 'access_token',
+      appid: 'wx0000000000000000',
+      value: '-',
+      origin: 'classic',
+      fetchedAtMs,
+      expiresAtMs: 7_190_000,
+      refreshAtMs: 6_290_000,
+      generation: 1,
+      writer: '-',
+    },
+    nowMs,
+    config,
+  );
+  const promiseSeconds = Math.max(0, Math.floor((promiseMs - nowMs) / 1000));
+  log.emit({
+    event: 'config.warning',
+    variable: 'PASSIVE_REFRESH_MIN_AGE_SECONDS',
+    value: minAgeSeconds,
+    promiseSeconds,
+    detail:
+      `below WeChat's 300-s overlap: a reported classic token may be replaced ${minAgeSeconds} s after its fetch, so ` +
+      `a classic token older than that is promised (expires_in) only ${promiseSeconds} s; consumers must ask again that often`,
+  });
+}
+
 function buildStore(config: Config, clock: Clock, log: EventLog): KeyValueStore {
   if (!config.memcachedServers) return new MemoryStore(clock);
   return new MemcachedStore({
@@ -87,12 +128,20 @@ function buildStore(config: Config, clock: Clock, log: EventLog): KeyValueStore 
   });
 }
 
-function buildSecrets(config: Config, clock: Clock, readSecret: ReadSecret | undefined): SecretSource {
+function buildSecrets(
+  config: Config,
+  clock: Clock,
+  log: EventLog,
+  readSecret: ReadSecret | undefined,
+): SecretSource {
   const source = config.credentials;
   if (source.kind === 'secrets_manager') {
     return new SecretsManagerCredentials({
       secretId: source.secretId,
       cacheSeconds: config.secretCacheSeconds,
+      rereadSeconds: config.secretRereadSeconds,
+      graceSeconds: config.secretGraceSeconds,
+      telemetry: log,
       clock,
       readSecret: readSecret ?? sdkReadSecret(),
     });

@@ -5,7 +5,7 @@
  */
 import { type ErrorBody, toServiceError } from '../lib/errors.ts';
 import { writeConfigInvalid } from '../lib/telemetry/log.ts';
-import { handleApiGateway, json, type ProxyResult } from './api-gateway.ts';
+import { handleApiGateway, json, type ProxyResult, unauthenticatedBody } from './api-gateway.ts';
 import { classifyEvent } from './classify.ts';
 import { buildContainer, type Container, type ContainerOverrides } from './container.ts';
 import { handleInvoke } from './invoke.ts';
@@ -33,7 +33,7 @@ export function createHandler(overrides: ContainerOverrides = {}) {
     try {
       container ??= buildContainer(overrides);
     } catch (err) {
-      return configurationInvalid(err, kind === 'http_v1' || kind === 'http_v2');
+      return configurationInvalid(err, kind === 'http_v1' || kind === 'http_v2', context?.awsRequestId);
     }
     const c = container;
     const remainingMs = context?.getRemainingTimeInMillis?.() ?? DEFAULT_REMAINING_MS;
@@ -50,6 +50,7 @@ export function createHandler(overrides: ContainerOverrides = {}) {
           c,
           ctx,
           startedAtMs,
+          context?.awsRequestId,
         );
       case 'invoke':
         return handleInvoke(event, c, ctx, startedAtMs);
@@ -57,11 +58,18 @@ export function createHandler(overrides: ContainerOverrides = {}) {
   };
 }
 
-/** No container, so no log level: one line to stderr (it names variables, never a secret), and the error. */
-function configurationInvalid(err: unknown, http: boolean): ErrorBody | ProxyResult {
+/**
+ * No container, so no log level: one line to stderr (it names variables, never a secret), and the
+ * error — in full to direct invoke, generic to HTTP callers, none of whom could be authenticated.
+ */
+function configurationInvalid(
+  err: unknown,
+  http: boolean,
+  requestId: string | undefined,
+): ErrorBody | ProxyResult {
   const error = toServiceError(err);
-  writeConfigInvalid(error.code, error.message);
-  return http ? json(error.status, error.toBody()) : error.toBody();
+  writeConfigInvalid(error.code, error.message, requestId);
+  return http ? json(error.status, unauthenticatedBody(error, requestId)) : error.toBody();
 }
 
 /** The Lambda handler: `handler(event, context)`, configured from the environment. */

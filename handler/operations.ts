@@ -2,10 +2,17 @@
  * The operations every channel offers (direct invoke `action`, or the HTTP route): their input,
  * validated field by field, and their bodies. The ticket leaves the service only through get_ticket.
  */
-import { APPID_PATTERN, type CallContext, type Served, type TicketType } from '../lib/domain.ts';
+import {
+  APPID_PATTERN,
+  type CallContext,
+  type Credentials,
+  type Served,
+  type TicketType,
+} from '../lib/domain.ts';
 import { ServiceError } from '../lib/errors.ts';
 import { jsapiSignature, newNonce, pageUrlForSignature } from '../lib/jssdk/signature.ts';
-import type { Clock } from '../lib/ports.ts';
+import type { Clock, SecretSource } from '../lib/ports.ts';
+import { unknownAppid } from '../lib/secrets/credentials.ts';
 import type { TokenService } from '../lib/token/service.ts';
 
 /** The operations every channel offers (direct invoke `action`, or the HTTP route). */
@@ -94,6 +101,30 @@ export interface JssdkConfigBody {
 export interface OperationResult {
   body: TokenBody | TicketBody | JssdkConfigBody;
   served: Served;
+}
+
+/**
+ * Throws `unknown_appid` when the credentials no longer list `appid` (an app removed from the
+ * secret), checked whenever the parsed secret is held in memory: the check then costs nothing, or
+ * one read of the secret per SECRET_CACHE_SECONDS (and a failed read falls back to the copy held).
+ *
+ * Before this instance's first read of the secret nothing is checked, so that a cache hit on a fresh
+ * instance never loads the AWS SDK (tens of milliseconds). Such an instance may still serve a removed
+ * app's token from Memcached, for at most that record's remaining life: a refresh needs the secret,
+ * which answers `unknown_appid`. The first request that needs the secret (any HTTP request, a
+ * refresh, the schedule) turns the check on.
+ */
+export async function requireConfigured(secrets: SecretSource, appid: string): Promise<void> {
+  if (secrets.held && secrets.held() === undefined) return;
+  let credentials: Credentials;
+  try {
+    credentials = await secrets.get();
+  } catch (err) {
+    const held = secrets.held?.();
+    if (!held) throw err;
+    credentials = held;
+  }
+  if (!credentials.apps.has(appid)) throw unknownAppid(appid);
 }
 
 /** Runs one validated operation against the service. */

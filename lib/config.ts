@@ -4,6 +4,13 @@
  */
 import { APPID_PATTERN, type TicketType, type TokenApi } from './domain.ts';
 import { ServiceError } from './errors.ts';
+import { UPSTREAM_MAX_ATTEMPTS, worstUpstreamCallMs } from './wechat/retry-policy.ts';
+
+/**
+ * The refresh lock ends its holder's upstream call this long before the lease runs out, leaving
+ * time to write the record and release (lib/token/lock.ts: a 1.5-s lease margin plus 0.5 s).
+ */
+export const LOCK_HEADROOM_MS = 2000;
 
 /** Where the appid/secret pairs and HTTP client keys come from. */
 export type CredentialSource =
@@ -44,6 +51,10 @@ export interface Config {
   credentials: CredentialSource;
   /** How long the parsed secret is kept in memory. */
   secretCacheSeconds: number;
+  /** After WeChat rejected the secret, at most one re-read per this many seconds per instance. */
+  secretRereadSeconds: number;
+  /** How long past `secretCacheSeconds` the last good secret is still used while it cannot be read again. */
+  secretGraceSeconds: number;
   wechatApiBaseUrl: string;
   /** How long before a token's expiry a refresh starts (scaled down for short-lived tokens). */
   refreshWindowSeconds: number;
@@ -51,7 +62,10 @@ export interface Config {
   passiveRefreshMinAgeSeconds: number;
   /** Accepted passive refreshes per appid per WeChat quota day (UTC+8). */
   passiveRefreshDailyBudget: number;
-  /** Lease of the refresh lock, whole seconds. Longer than the worst upstream call. */
+  /**
+   * Lease of the refresh lock, whole seconds: covers the worst upstream call with its retries (see
+   * {@link minimumLockLeaseSeconds}); that minimum is the default.
+   */
   lockLeaseSeconds: number;
   /** Timeout of one upstream attempt. */
   upstreamTimeoutMs: number;
@@ -61,10 +75,17 @@ export interface Config {
   failureMemorySeconds: number;
   /** The service answers this long before the invocation's deadline. */
   deadlineMarginMs: number;
+  /**
+   * The Lambda function's timeout (FUNCTION_TIMEOUT_SECONDS, which serverless.yml passes: Lambda does
+   * not expose it); when set, the deadline margin and the lock lease are checked against it.
+   */
+  functionTimeoutSeconds: number | undefined;
   cacheOutagePolicy: CacheOutagePolicy;
   missingRecordPolicy: MissingRecordPolicy;
   /** How often the EventBridge schedule runs (serverless.yml); requests leave it this head start. */
   scheduleIntervalSeconds: number;
+  /** While the 45009 breaker is open, WeChat is asked again at most this often per app and upstream. */
+  quotaBreakerProbeSeconds: number;
   logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 }
 
@@ -74,11 +95,26 @@ type Env = Record<string, string | undefined>;
 export function loadConfig(env: Env = process.env): Config {
   const memcachedServers = readServers(env, 'MEMCACHED_SERVERS');
   const upstreamTimeoutMs = readInt(env, 'UPSTREAM_TIMEOUT_MS', 3000, 100, 60_000);
-  const lockLeaseSeconds = readInt(env, 'LOCK_LEASE_SECONDS', 10, 1, 900);
-  if (lockLeaseSeconds * 1000 < upstreamTimeoutMs + 1000) {
+  const deadlineMarginMs = readInt(env, 'DEADLINE_MARGIN_MS', 250, 20, 10_000);
+  const functionTimeoutSeconds = readOptionalInt(env, 'FUNCTION_TIMEOUT_SECONDS', 1, 900);
+  if (functionTimeoutSeconds !== undefined) {
+    const workMs = functionTimeoutSeconds * 1000 - deadlineMarginMs;
+    if (workMs < upstreamTimeoutMs) {
+      throw invalid(
+        'DEADLINE_MARGIN_MS',
+        `(${deadlineMarginMs} ms) leaves ${Math.max(0, workMs)} ms of the function's ${functionTimeoutSeconds}-s timeout ` +
+          `(FUNCTION_TIMEOUT_SECONDS) for the work, less than one WeChat attempt (UPSTREAM_TIMEOUT_MS, ${upstreamTimeoutMs} ms): ` +
+          `it must be at most ${functionTimeoutSeconds * 1000 - upstreamTimeoutMs} ms, or the function's timeout longer`,
+      );
+    }
+  }
+  const lease = minimumLockLeaseSeconds({ upstreamTimeoutMs, deadlineMarginMs, functionTimeoutSeconds });
+  const lockLeaseSeconds = readInt(env, 'LOCK_LEASE_SECONDS', lease.seconds, 1, 900);
+  if (lockLeaseSeconds < lease.seconds) {
     throw invalid(
       'LOCK_LEASE_SECONDS',
-      `must be at least 1 s longer than UPSTREAM_TIMEOUT_MS (${upstreamTimeoutMs} ms); got ${lockLeaseSeconds}`,
+      `must be at least ${lease.seconds} s: the refresh lock must outlast ${lease.why}, plus ` +
+        `${LOCK_HEADROOM_MS / 1000} s to write the result; got ${lockLeaseSeconds} (leave it unset to get the minimum)`,
     );
   }
   return {
@@ -93,6 +129,8 @@ export function loadConfig(env: Env = process.env): Config {
     ),
     credentials: readCredentialSource(env),
     secretCacheSeconds: readInt(env, 'SECRET_CACHE_SECONDS', 300, 0, 86_400),
+    secretRereadSeconds: readInt(env, 'SECRET_REREAD_SECONDS', 30, 0, 3600),
+    secretGraceSeconds: readInt(env, 'SECRET_GRACE_SECONDS', 3600, 0, 86_400),
     wechatApiBaseUrl: readUrl(env, 'WECHAT_API_BASE_URL', 'https://api.weixin.qq.com'),
     refreshWindowSeconds: readInt(env, 'TOKEN_REFRESH_WINDOW_SECONDS', 900, 1, 7000),
     passiveRefreshMinAgeSeconds: readInt(env, 'PASSIVE_REFRESH_MIN_AGE_SECONDS', 300, 0, 7200),
@@ -101,8 +139,10 @@ export function loadConfig(env: Env = process.env): Config {
     upstreamTimeoutMs,
     memoryCacheSeconds: readInt(env, 'MEMORY_CACHE_SECONDS', 60, 0, 240),
     failureMemorySeconds: readInt(env, 'FAILURE_MEMORY_SECONDS', 30, 0, 3600),
-    deadlineMarginMs: readInt(env, 'DEADLINE_MARGIN_MS', 250, 20, 10_000),
+    deadlineMarginMs,
+    functionTimeoutSeconds,
     scheduleIntervalSeconds: readInt(env, 'SCHEDULE_INTERVAL_SECONDS', 300, 0, 3600),
+    quotaBreakerProbeSeconds: readInt(env, 'QUOTA_BREAKER_PROBE_SECONDS', 600, 1, 86_400),
     cacheOutagePolicy: readEnum(
       env,
       'CACHE_OUTAGE_POLICY',
@@ -112,6 +152,36 @@ export function loadConfig(env: Env = process.env): Config {
     missingRecordPolicy: readEnum(env, 'MISSING_RECORD_POLICY', ['stable_first', 'classic'], 'stable_first'),
     logLevel: readEnum(env, 'LOG_LEVEL', ['DEBUG', 'INFO', 'WARN', 'ERROR'], 'INFO', (v) => v.toUpperCase()),
   };
+}
+
+/**
+ * The shortest lock lease that covers the worst upstream call: every attempt of one call timing out
+ * with the longest backoffs between them (lib/wechat/retry-policy.ts), or — when the function's
+ * timeout is known and shorter — the whole invocation, which bounds every call; plus
+ * {@link LOCK_HEADROOM_MS}. A shorter lease would cut the holder's retries short (the lock stops its
+ * call before the lease ends, so that a successor never races it).
+ */
+export function minimumLockLeaseSeconds(settings: {
+  upstreamTimeoutMs: number;
+  deadlineMarginMs: number;
+  functionTimeoutSeconds: number | undefined;
+}): { seconds: number; why: string } {
+  const { upstreamTimeoutMs, deadlineMarginMs, functionTimeoutSeconds } = settings;
+  const callMs = worstUpstreamCallMs(upstreamTimeoutMs);
+  let boundMs = callMs;
+  let why =
+    `the worst WeChat call, ${UPSTREAM_MAX_ATTEMPTS} attempts of UPSTREAM_TIMEOUT_MS (${upstreamTimeoutMs} ms) ` +
+    `with their backoffs (${callMs} ms)`;
+  if (functionTimeoutSeconds !== undefined) {
+    const invocationMs = functionTimeoutSeconds * 1000 - deadlineMarginMs;
+    if (invocationMs < boundMs) {
+      boundMs = invocationMs;
+      why =
+        `the longest WeChat call an invocation can make, FUNCTION_TIMEOUT_SECONDS (${functionTimeoutSeconds} s) ` +
+        `less DEADLINE_MARGIN_MS (${invocationMs} ms)`;
+    }
+  }
+  return { seconds: Math.ceil((boundMs + LOCK_HEADROOM_MS) / 1000), why };
 }
 
 function readCredentialSource(env: Env): CredentialSource {
@@ -158,7 +228,15 @@ function readServers(env: Env, name: string): string[] | undefined {
     .map((s) => s.trim())
     .filter((s) => s !== '');
   for (const server of servers) {
-    const match = /^([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(server);
+    // memjs splits an entry at its first colon, so it cannot reach an IPv6 literal, bracketed or not.
+    if (server.startsWith('[') || (server.match(/:/g) ?? []).length > 1) {
+      throw invalid(
+        name,
+        `entry "${server.slice(0, 80)}" is an IPv6 address, which the Memcached client cannot connect to: use the ` +
+          'host name of the cluster (ElastiCache endpoints are names, dual-stack ones included), or an IPv4 address',
+      );
+    }
+    const match = /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(server);
     if (!match || Number(match[2]) < 1 || Number(match[2]) > 65_535) {
       throw invalid(
         name,
@@ -190,6 +268,10 @@ function readInt(env: Env, name: string, fallback: number, min: number, max: num
     throw invalid(name, `must be a whole number from ${min} to ${max}; got "${raw.slice(0, 40)}"`);
   }
   return Number(raw);
+}
+
+function readOptionalInt(env: Env, name: string, min: number, max: number): number | undefined {
+  return nonEmpty(env, name) === undefined ? undefined : readInt(env, name, min, min, max);
 }
 
 function readEnum<T extends string>(

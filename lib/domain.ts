@@ -32,8 +32,11 @@ export type FetchReason =
   | 'outage'
   | 'ticket_retry';
 
-/** The WeChat endpoints the service calls: `/cgi-bin/token`, `/cgi-bin/stable_token`, `/cgi-bin/ticket/getticket`. */
-export type Endpoint = 'token' | 'stable_token' | 'ticket';
+/**
+ * The WeChat endpoints the service calls: `/cgi-bin/token`, `/cgi-bin/stable_token`,
+ * `/cgi-bin/ticket/getticket`, and the operator action `/cgi-bin/clear_quota/v2`.
+ */
+export type Endpoint = 'token' | 'stable_token' | 'ticket' | 'clear_quota';
 
 /** WeChat appids: `wx` followed by 16 lower-case hex digits. */
 export const APPID_PATTERN = /^wx[0-9a-f]{16}$/;

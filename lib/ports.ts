@@ -39,6 +39,11 @@ export interface KeyValueStore {
 /** Where the apps and client keys come from. `reload` bypasses any in-memory copy (secret rotation). */
 export interface SecretSource {
   get(options?: { reload?: boolean }): Promise<Credentials>;
+  /**
+   * The credentials held in memory, whatever their age, without any I/O; undefined before the first
+   * read. Sources that hold their credentials from the start (the environment) need not implement it.
+   */
+  held?(): Credentials | undefined;
 }
 
 /** Every upstream call is bounded by an absolute deadline (epoch ms) derived from the Lambda's remaining time. */
@@ -54,6 +59,11 @@ export interface WeChatApi {
     options: CallOptions & { forceRefresh?: boolean },
   ): Promise<Grant>;
   fetchTicket(appid: string, accessToken: string, type: TicketType, options: CallOptions): Promise<Grant>;
+  /**
+   * `POST /cgi-bin/clear_quota/v2` with the appid and AppSecret: resets the app's daily API quotas.
+   * WeChat allows 10 resets per account per month, shared with the console's reset (48006 when used up).
+   */
+  clearQuota(app: { appid: string; secret: string }, options: CallOptions): Promise<void>;
 }
 
 /** Time and chance, injected everywhere so tests can move and fix them. */

@@ -130,11 +130,14 @@ function bad(message: string): ServiceError {
 /** The app configured for `appid`. Throws `unknown_appid` (and the source's own errors). */
 export async function requireApp(source: SecretSource, appid: string): Promise<AppConfig> {
   const app = (await source.get()).apps.get(appid);
-  if (!app) {
-    throw new ServiceError(
-      'unknown_appid',
-      `appid ${appid} is not configured: add it to the apps list of the credentials secret`,
-    );
-  }
+  if (!app) throw unknownAppid(appid);
   return app;
+}
+
+/** The `unknown_appid` error: the appid has no entry in the apps list of the credentials secret. */
+export function unknownAppid(appid: string): ServiceError {
+  return new ServiceError(
+    'unknown_appid',
+    `appid ${appid} is not configured: add it to the apps list of the credentials secret`,
+  );
 }

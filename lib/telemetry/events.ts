@@ -17,6 +17,11 @@
  * | record.written_back  | WARN  | —                                         | a held value was put back in the cache  |
  * | cache.outage         | WARN  | CacheOutages                              | a request is served without the cache   |
  * | cache.diagnostic     | DEBUG | —                                         | the Memcached client's own diagnostics  |
+ * | secrets.stale_served | WARN  | SecretStaleServed                         | the secret could not be read again; the last good copy is used |
+ * | config.warning       | WARN  | —                                         | at cold start: a setting is valid but costs something |
+ * | quota.probe          | INFO  | QuotaProbes (upstream)                    | a call goes to WeChat through an open quota breaker |
+ * | quota.breaker_closed | WARN  | —                                         | a quota breaker closed (probe succeeded, or clear_quota) |
+ * | quota.cleared        | WARN  | QuotaResets                               | clear_quota used one of WeChat's 10 monthly resets |
  *
  * ¹ WARN for a 5xx answer, ERROR for an internal error.
  */
@@ -54,7 +59,35 @@ export type CoreEvent =
   | { event: 'record.unshared'; kind: TokenKind; appid: string }
   | { event: 'record.written_back'; kind: TokenKind; appid: string }
   | { event: 'cache.outage'; kind: TokenKind; appid: string; detail: string }
-  | { event: 'cache.diagnostic'; detail: string };
+  | { event: 'cache.diagnostic'; detail: string }
+  | {
+      event: 'quota.probe';
+      upstream: Endpoint;
+      /** The guarded upstream: token, stable_token, ticket_jsapi or ticket_wx_card. */
+      breaker: string;
+      appid: string;
+    }
+  | { event: 'quota.breaker_closed'; breaker: string; appid: string; by: 'probe' | 'clear_quota' }
+  | { event: 'quota.cleared'; appid: string }
+  | {
+      event: 'config.warning';
+      /** The environment variable. */
+      variable: string;
+      value: number;
+      /** What the value costs, in words. */
+      detail: string;
+      /** PASSIVE_REFRESH_MIN_AGE_SECONDS: the promise of a classic token older than the min age. */
+      promiseSeconds?: number;
+    }
+  | {
+      event: 'secrets.stale_served';
+      /** The failed read's error code. */
+      code: string;
+      /** How old the copy in use is. */
+      ageSeconds: number;
+      /** How much longer it may be used (SECRET_CACHE_SECONDS + SECRET_GRACE_SECONDS after its read). */
+      graceLeftSeconds: number;
+    };
 
 export type EventName = CoreEvent['event'] | 'invocation' | 'config.invalid';
 
@@ -70,4 +103,9 @@ export const EVENT_LEVEL: Record<CoreEvent['event'], LogLevel> = {
   'record.written_back': 'WARN',
   'cache.outage': 'WARN',
   'cache.diagnostic': 'DEBUG',
+  'secrets.stale_served': 'WARN',
+  'config.warning': 'WARN',
+  'quota.probe': 'INFO',
+  'quota.breaker_closed': 'WARN',
+  'quota.cleared': 'WARN',
 };

@@ -132,6 +132,12 @@ function metricsOf(event: CoreEvent): Metric[] {
       return [{ name: 'StaleServed', value: 1, dimensions: { kind: event.kind } }];
     case 'cache.outage':
       return [{ name: 'CacheOutages', value: 1 }];
+    case 'secrets.stale_served':
+      return [{ name: 'SecretStaleServed', value: 1 }];
+    case 'quota.probe':
+      return [{ name: 'QuotaProbes', value: 1, dimensions: { upstream: event.upstream } }];
+    case 'quota.cleared':
+      return [{ name: 'QuotaResets', value: 1 }];
     default:
       return [];
   }
@@ -144,9 +150,10 @@ function metricsOf(event: CoreEvent): Metric[] {
 export function writeConfigInvalid(
   code: string,
   detail: string,
+  requestId?: string,
   write = (line: string) => process.stderr.write(line),
 ): void {
   write(
-    `${JSON.stringify({ level: 'ERROR', timestamp: new Date().toISOString(), service: SERVICE_NAME, event: 'config.invalid', code, detail })}\n`,
+    `${JSON.stringify({ level: 'ERROR', timestamp: new Date().toISOString(), service: SERVICE_NAME, event: 'config.invalid', requestId, code, detail })}\n`,
   );
 }

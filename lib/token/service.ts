@@ -41,6 +41,7 @@ import type { LifetimeSettings } from './lifetime.ts';
 import { isCacheDown, type LockHandle, RefreshLock } from './lock.ts';
 import { MemoryCopies } from './memory-copy.ts';
 import { Outage } from './outage.ts';
+import { type QuotaResetResult, resetQuota } from './quota-reset.ts';
 import {
   buildRecord,
   decodeRecord,
@@ -176,6 +177,11 @@ export class TokenService {
     const served = await this.#refreshHolding(target, ctx, current, lock, { reason: 'schedule' });
     if (served.source === 'peer') return 'fresh';
     return served.source === 'stale' ? 'served_stale' : 'refreshed';
+  }
+
+  /** Operator action: WeChat's clear_quota/v2 for `appid`, then its quota breakers close (quota-reset.ts). */
+  async clearQuota(appid: string, ctx: CallContext): Promise<QuotaResetResult> {
+    return resetQuota({ ...this.#fetchers, telemetry: this.#deps.telemetry }, appid, ctx);
   }
 
   /** Whether the shared cache answers (for /healthz). */

@@ -4,6 +4,14 @@
  * no other request or instance repeats it; a lock holder's failure is shared with the requests
  * waiting on it; passive refreshes are admitted against their daily budget and, for stable tokens,
  * WeChat's force-refresh limits.
+ *
+ * The quota breaker (45009) closes before the day ends in two ways. An operator may reset the quota
+ * (WeChat's console, or the `clear_quota` action): while the breaker is open, one caller in the
+ * whole fleet re-probes WeChat per QUOTA_BREAKER_PROBE_SECONDS per app and upstream — the one whose
+ * Memcached `add` of the probe marker succeeds — and its success closes the breaker for everyone.
+ * The `clear_quota` action closes every breaker of the app at once. The cache is asked before this
+ * instance's own copy of a failure, which only stands in while the cache cannot answer: a breaker
+ * closed anywhere is closed everywhere.
  */
 import type { Endpoint, FetchReason, TokenKind } from '../domain.ts';
 import { ERROR_CATALOGUE, type ErrorCode, ServiceError } from '../errors.ts';
@@ -16,7 +24,17 @@ export interface UpstreamGuardSettings {
   /** How long a credential/IP failure is remembered before WeChat is asked again. */
   failureMemorySeconds: number;
   passiveRefreshDailyBudget: number;
+  /**
+   * While a quota breaker is open, WeChat is asked again at most this often per app and upstream,
+   * fleet-wide (QUOTA_BREAKER_PROBE_SECONDS). Default 600.
+   */
+  quotaBreakerProbeSeconds?: number;
 }
+
+/** Every guarded upstream: an app's quota breakers, all closed by a quota reset. */
+export const UPSTREAMS: readonly UpstreamName[] = ['token', 'stable_token', 'ticket_jsapi', 'ticket_wx_card'];
+
+const DEFAULT_PROBE_SECONDS = 600;
 
 /** Failures remembered across requests and instances: asking again would fail the same way. */
 const REMEMBERED: ReadonlySet<string> = new Set([
@@ -37,6 +55,8 @@ export class UpstreamGuard {
   readonly #settings: UpstreamGuardSettings;
   /** Failures remembered by this instance too, for when the cache cannot be asked. */
   readonly #failures = new Map<string, { error: ServiceError; untilMs: number }>();
+  /** Probe markers of this instance, for when the cache cannot be asked: key → when the next probe may run. */
+  readonly #probes = new Map<string, number>();
 
   constructor(deps: {
     store: KeyValueStore;
@@ -50,7 +70,11 @@ export class UpstreamGuard {
     this.#settings = deps.settings;
   }
 
-  /** Counts the call, refuses it while a failure is remembered, remembers credential/IP/quota failures. */
+  /**
+   * Counts the call, refuses it while a failure is remembered (except for the one quota probe per
+   * interval), remembers credential/IP/quota failures, and closes a quota breaker when its probe
+   * succeeds.
+   */
   async call<T>(
     upstream: UpstreamName,
     target: { kind: TokenKind; appid: string },
@@ -59,14 +83,21 @@ export class UpstreamGuard {
   ): Promise<T> {
     const { appid, kind } = target;
     const keys = upstreamKeys(this.#settings.cacheKeyPrefix, upstream, appid);
+    const endpoint = endpointOf(upstream);
     const remembered = await this.#remembered(keys.failure);
-    if (remembered) throw remembered;
+    if (remembered) {
+      if (remembered.code !== 'wechat_quota_exhausted' || !(await this.#mayProbe(keys.failure))) {
+        throw remembered;
+      }
+      this.#telemetry.emit({ event: 'quota.probe', upstream: endpoint, breaker: upstream, appid });
+    }
+    const probing = remembered !== null;
     const now = this.#clock.now();
     this.#store.increment(keys.dailyCalls(quotaDay(now)), secondsToQuotaDayEnd(now) + 3600).catch(() => {});
-    const endpoint = endpointOf(upstream);
     this.#telemetry.emit({ event: 'upstream.fetch', upstream: endpoint, kind, appid, reason });
+    let result: T;
     try {
-      return await run();
+      result = await run();
     } catch (err) {
       if (err instanceof ServiceError) {
         this.#telemetry.emit({
@@ -84,9 +115,33 @@ export class UpstreamGuard {
               ? this.#settings.failureMemorySeconds
               : 0;
         if (ttlSeconds > 0) await this.#remember(keys.failure, err, ttlSeconds);
+        // The first probe comes one interval after the breaker opened (or after the last probe).
+        if (err.code === 'wechat_quota_exhausted') await this.#markProbe(keys.failure);
       }
       throw err;
     }
+    if (probing) {
+      await this.#close(keys.failure);
+      this.#telemetry.emit({ event: 'quota.breaker_closed', breaker: upstream, appid, by: 'probe' });
+    }
+    return result;
+  }
+
+  /**
+   * Closes every quota breaker of `appid` (its quota was reset with clear_quota): the next call of
+   * every instance goes to WeChat. Returns the upstreams whose breaker was open.
+   */
+  async closeQuotaBreakers(appid: string): Promise<UpstreamName[]> {
+    const closed: UpstreamName[] = [];
+    for (const upstream of UPSTREAMS) {
+      const key = upstreamKeys(this.#settings.cacheKeyPrefix, upstream, appid).failure;
+      const open = (await this.#remembered(key))?.code === 'wechat_quota_exhausted';
+      if (!open) continue;
+      await this.#close(key);
+      closed.push(upstream);
+      this.#telemetry.emit({ event: 'quota.breaker_closed', breaker: upstream, appid, by: 'clear_quota' });
+    }
+    return closed;
   }
 
   /** Forgets a remembered failure (the secret was rotated: the next call may succeed). */
@@ -142,22 +197,58 @@ export class UpstreamGuard {
     }
   }
 
+  /** The shared memory first (a breaker closed by a peer is closed here too); this instance's while the cache cannot answer. */
   async #remembered(key: string): Promise<ServiceError | null> {
-    const local = this.#failures.get(key);
-    if (local && this.#clock.now() < local.untilMs) return local.error;
     let text: string | null;
     try {
       text = await this.#store.get(key);
     } catch {
-      return null;
+      const local = this.#failures.get(key);
+      return local && this.#clock.now() < local.untilMs ? local.error : null;
     }
     return decodeFailure(text);
+  }
+
+  get #probeSeconds(): number {
+    return this.#settings.quotaBreakerProbeSeconds ?? DEFAULT_PROBE_SECONDS;
+  }
+
+  /** Whether this caller is the one that probes now: the `add` of the probe marker decides, fleet-wide. */
+  async #mayProbe(failureKey: string): Promise<boolean> {
+    const key = probeKey(failureKey);
+    try {
+      return await this.#store.add(key, '1', this.#probeSeconds);
+    } catch {
+      // The cache cannot coordinate: at most one probe per interval from this instance.
+      const now = this.#clock.now();
+      if (now < (this.#probes.get(key) ?? 0)) return false;
+      this.#probes.set(key, now + this.#probeSeconds * 1000);
+      return true;
+    }
+  }
+
+  async #markProbe(failureKey: string): Promise<void> {
+    const key = probeKey(failureKey);
+    this.#probes.set(key, this.#clock.now() + this.#probeSeconds * 1000);
+    await this.#store.set(key, '1', this.#probeSeconds).catch(() => {});
+  }
+
+  async #close(failureKey: string): Promise<void> {
+    this.#failures.delete(failureKey);
+    this.#probes.delete(probeKey(failureKey));
+    await this.#store.delete(failureKey).catch(() => {});
+    await this.#store.delete(probeKey(failureKey)).catch(() => {});
   }
 
   async #remember(key: string, error: ServiceError, ttlSeconds: number): Promise<void> {
     this.#failures.set(key, { error, untilMs: this.#clock.now() + ttlSeconds * 1000 });
     await this.#store.set(key, encodeFailure(error), ttlSeconds).catch(() => {});
   }
+}
+
+/** The probe marker beside a breaker: whoever adds it probes; it lives one probe interval. */
+function probeKey(failureKey: string): string {
+  return `${failureKey}:probe`;
 }
 
 function endpointOf(upstream: UpstreamName): Endpoint {

@@ -100,6 +100,29 @@ export class WeChatClient implements WeChatApi {
     return parseGrant('ticket', appid, body, 'ticket');
   }
 
+  /**
+   * `POST /cgi-bin/clear_quota/v2`: resets the app's daily API quotas, using one of WeChat's 10
+   * resets a month (errcode 48006 when they are used up). The documentation has named the appid and
+   * appsecret both as URL and as JSON body parameters: both are sent. Never repeated after an
+   * ambiguous failure, which may have used a reset.
+   */
+  async clearQuota(app: { appid: string; secret: string }, options: CallOptions): Promise<void> {
+    const query = `appid=${encodeURIComponent(app.appid)}&appsecret=${encodeURIComponent(app.secret)}`;
+    await this.#call(
+      'clear_quota',
+      app.appid,
+      {
+        method: 'POST',
+        url: `${this.#options.baseUrl}/cgi-bin/clear_quota/v2?${query}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ appid: app.appid, appsecret: app.secret }),
+      },
+      options,
+      [app.secret],
+      false,
+    );
+  }
+
   async #call(
     endpoint: Endpoint,
     appid: string,

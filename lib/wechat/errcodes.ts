@@ -13,6 +13,7 @@ const PATHS: Record<Endpoint, string> = {
   token: '/cgi-bin/token',
   stable_token: '/cgi-bin/stable_token',
   ticket: '/cgi-bin/ticket/getticket',
+  clear_quota: '/cgi-bin/clear_quota/v2',
 };
 
 /** Whether an errcode is worth another attempt within this invocation (WeChat busy). */
@@ -66,6 +67,13 @@ export function errorForErrcode(
       'wechat_quota_exhausted',
       "the endpoint's daily quota is used up; it resets at midnight China time (UTC+8), or an administrator can reset it " +
         'now with POST /cgi-bin/clear_quota/v2 (appid + appsecret; 10 resets a month)',
+    );
+  }
+  if (errcode === 48006) {
+    return make(
+      'wechat_rejected',
+      "this month's 10 quota resets are used up (clear_quota and the WeChat console share them); " +
+        'the daily quota resets at midnight China time (UTC+8)',
     );
   }
   if (errcode === 45011)

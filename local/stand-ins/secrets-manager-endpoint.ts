@@ -48,6 +48,11 @@ export interface LocalSecretsManager {
    * InternalServiceError, `reset` destroys the socket without an answer.
    */
   failNext(n: number, kind?: LocalSecretsManagerFailure): void;
+  /**
+   * Makes every request fail, as in an outage, until {@link LocalSecretsManager.failNext} is called
+   * (`failNext(0)` ends it).
+   */
+  failAll(kind?: LocalSecretsManagerFailure): void;
   /** Stops the server and destroys every open (keep-alive) connection; safe to call twice. */
   close(): Promise<void>;
 }
@@ -211,6 +216,10 @@ export async function startLocalSecretsManager(
     },
     failNext: (n, kind = 'internal') => {
       pendingFailures = Math.max(0, Math.floor(n));
+      failureKind = kind;
+    },
+    failAll: (kind = 'internal') => {
+      pendingFailures = Number.POSITIVE_INFINITY;
       failureKind = kind;
     },
     close: () => {

@@ -2,8 +2,9 @@
  * A faithful local stand-in for WeChat's token APIs, served over real HTTP (node:http only).
  *
  * It implements the classic token (`GET /cgi-bin/token`), the stable token (`POST /cgi-bin/stable_token`),
- * JS-SDK / card tickets (`GET /cgi-bin/ticket/getticket`) and one business endpoint that checks a token
- * (`GET /cgi-bin/get_api_domain_ip`), with WeChat's rotation, overlap, quota and error semantics:
+ * JS-SDK / card tickets (`GET /cgi-bin/ticket/getticket`), the quota reset (`POST /cgi-bin/clear_quota/v2`)
+ * and one business endpoint that checks a token (`GET /cgi-bin/get_api_domain_ip`), with WeChat's
+ * rotation, overlap, quota and error semantics:
  *
  * - errors are HTTP 200 with `{"errcode":N,"errmsg":"... rid: ..."}`; token successes carry no `errcode`;
  * - every classic fetch issues a new token; the previous one survives at most `overlapSeconds`, the one
@@ -11,7 +12,9 @@
  * - the stable token is returned unchanged (with its remaining `expires_in`) until its last
  *   `overlapSeconds`; `force_refresh` rotates it, at most 20 times a day and once per 30 s;
  * - a ticket re-fetched within its life is the same ticket with the full `expires_in` again;
- * - quotas are counted per app per calendar day in UTC+8.
+ * - quotas are counted per app per calendar day in UTC+8; `clear_quota/v2` (appid + appsecret) clears them,
+ *   at most 10 times per app per calendar month (UTC+8) together with the console's reset
+ *   ({@link WeChatSimulator.clearQuotaAsOperator}), then answers 48006.
  *
  * All expiry logic uses the injectable `now()` clock, so tests never need to sleep. Faults (errcodes,
  * gateway errors, connection resets, latency) can be queued with {@link WeChatSimulator.inject}.
@@ -55,6 +58,8 @@ export interface SimulatorOptions {
   stableForceDailyLimit?: number;
   /** Minimum seconds between two stable-token force refreshes of one app (default 30). */
   stableForceMinIntervalSeconds?: number;
+  /** Quota resets (clear_quota/v2 and the console's) per app per calendar month, UTC+8 (default 10). */
+  quotaResetsPerMonth?: number;
   /** Caller IP echoed in the default 40164 errmsg (default `203.0.113.7`). */
   egressIp?: string;
   /** Interface to listen on (default `127.0.0.1`); the port is always random. */
@@ -75,6 +80,8 @@ export interface SimulatorCallCounters {
   ticket: number;
   /** Requests to the business endpoint `/cgi-bin/get_api_domain_ip`. */
   business: number;
+  /** Requests to `/cgi-bin/clear_quota/v2` (successful or not). */
+  clearQuota: number;
   /** Token fetches by an outside party, see {@link WeChatSimulator.rotateExternally} (not HTTP, not in `total`). */
   external: number;
   /** Every HTTP request received, including unknown paths. */
@@ -124,7 +131,7 @@ export interface IssuedTicket {
 }
 
 /** Endpoint a fault applies to; `any` matches all four WeChat endpoints (never unknown paths). */
-export type FaultEndpoint = 'token' | 'stable_token' | 'ticket' | 'business' | 'any';
+export type FaultEndpoint = 'token' | 'stable_token' | 'ticket' | 'business' | 'clear_quota' | 'any';
 
 /**
  * A queued fault. Faults are consumed in FIFO order by the first matching requests. Precedence when
@@ -182,8 +189,20 @@ export interface WeChatSimulator {
   setTokenLifetime(seconds: number): void;
   /** `expires_in` of tickets issued from now on (and of same-ticket re-fetch answers). */
   setTicketLifetime(seconds: number): void;
-  /** Clears the daily quota usage (including the force-refresh count) of one app, or of all apps. */
+  /**
+   * Clears the daily quota usage (including the force-refresh count) of one app, or of all apps, as
+   * if a new quota day had begun: no monthly reset is used.
+   */
   resetQuota(appid?: string): void;
+  /**
+   * What an operator does in the WeChat console: clears the app's daily quota usage and uses one of
+   * its monthly resets (shared with clear_quota/v2). Throws when they are used up (WeChat: 48006).
+   */
+  clearQuotaAsOperator(appid: string): void;
+  /** Quota resets the app has used this calendar month (UTC+8). */
+  quotaResetsUsed(appid: string): number;
+  /** Uses up the app's daily quota of one endpoint now: its next call there answers 45009. */
+  exhaustQuota(appid: string, endpoint: 'token' | 'stable_token' | 'ticket'): void;
   /** Queues a fault. */
   inject(fault: SimulatorFault): void;
   /** Drops every queued fault. */
@@ -215,7 +234,7 @@ const DEFAULT_ERRMSG: Readonly<Record<number, string>> = {
   45011: 'api minute-quota reach limit  mustslower  retry next minute',
   47001: 'data format error',
   48001: 'api unauthorized',
-  48006: 'api forbidden for too many clear quota',
+  48006: 'forbid to clear quota because of reaching the limit',
   50002: 'user limited',
   61004: 'access clientip is not registered',
   89501: 'this IP is awaiting admin confirmation',
@@ -241,6 +260,7 @@ const PATHS: Readonly<Record<string, Endpoint>> = {
   '/cgi-bin/stable_token': 'stable_token',
   '/cgi-bin/ticket/getticket': 'ticket',
   '/cgi-bin/get_api_domain_ip': 'business',
+  '/cgi-bin/clear_quota/v2': 'clear_quota',
 };
 
 interface TokenRecord {
@@ -280,6 +300,8 @@ interface AppState {
   currentTickets: Map<TicketType, TicketRecord>;
   ticketHistory: Map<TicketType, TicketRecord[]>;
   quota: QuotaUsage;
+  /** Quota resets used in one calendar month (UTC+8). */
+  resets: { month: string; used: number };
 }
 
 interface QueuedFault {
@@ -303,6 +325,7 @@ function zeroCounters(): SimulatorCallCounters {
     stableTokenForceRefreshes: 0,
     ticket: 0,
     business: 0,
+    clearQuota: 0,
     external: 0,
     total: 0,
   };
@@ -314,6 +337,11 @@ function randomString(bytes: number): string {
 
 function quotaDay(nowMs: number): number {
   return Math.floor((nowMs + UTC8_OFFSET_MS) / DAY_MS);
+}
+
+/** The calendar month in UTC+8, `YYYY-MM`. */
+function quotaMonth(nowMs: number): string {
+  return new Date(nowMs + UTC8_OFFSET_MS).toISOString().slice(0, 7);
 }
 
 function statusAt(rec: TokenRecord, nowMs: number): Exclude<CredentialStatus, 'unknown'> {
@@ -354,6 +382,7 @@ class Simulator implements WeChatSimulator {
   private readonly ticketDailyQuota: number;
   private readonly stableForceDailyLimit: number;
   private readonly stableForceMinIntervalMs: number;
+  private readonly quotaResetsPerMonth: number;
   private readonly egressIp: string;
 
   private readonly apps = new Map<string, AppState>();
@@ -382,6 +411,7 @@ class Simulator implements WeChatSimulator {
     );
     this.stableForceMinIntervalMs =
       nonNegativeNumber('stableForceMinIntervalSeconds', options.stableForceMinIntervalSeconds ?? 30) * 1000;
+    this.quotaResetsPerMonth = nonNegativeNumber('quotaResetsPerMonth', options.quotaResetsPerMonth ?? 10);
     this.egressIp = options.egressIp ?? '203.0.113.7';
     for (const app of options.apps) {
       if (this.apps.has(app.appid)) throw new Error(`duplicate appid ${app.appid}`);
@@ -391,6 +421,7 @@ class Simulator implements WeChatSimulator {
         currentTickets: new Map(),
         ticketHistory: new Map(),
         quota: { day: quotaDay(this.now()), classic: 0, stable: 0, ticket: 0, stableForceRefreshes: 0 },
+        resets: { month: quotaMonth(this.now()), used: 0 },
       });
     }
     this.server.on('clientError', (_err: Error, socket: Socket) => socket.destroy());
@@ -505,6 +536,30 @@ class Simulator implements WeChatSimulator {
     if (app) app.quota = fresh();
   }
 
+  clearQuotaAsOperator(appid: string): void {
+    const app = this.apps.get(appid);
+    if (!app) throw new Error(`clearQuotaAsOperator: unknown appid ${appid}`);
+    if (!this.useReset(app)) {
+      throw new Error(
+        `clearQuotaAsOperator: the month's quota resets of ${appid} are used up (WeChat: 48006)`,
+      );
+    }
+  }
+
+  quotaResetsUsed(appid: string): number {
+    const app = this.apps.get(appid);
+    return app ? this.resetsOf(app).used : 0;
+  }
+
+  exhaustQuota(appid: string, endpoint: 'token' | 'stable_token' | 'ticket'): void {
+    const app = this.apps.get(appid);
+    if (!app) throw new Error(`exhaustQuota: unknown appid ${appid}`);
+    const quota = this.quotaOf(app);
+    if (endpoint === 'token') quota.classic = this.classicDailyQuota;
+    else if (endpoint === 'stable_token') quota.stable = this.stableDailyQuota;
+    else quota.ticket = this.ticketDailyQuota;
+  }
+
   inject(fault: SimulatorFault): void {
     const times = fault.times ?? 1;
     if (!Number.isInteger(times) || times < 1) throw new RangeError(`fault.times must be a positive integer`);
@@ -554,7 +609,7 @@ class Simulator implements WeChatSimulator {
     }
 
     let stableBody: JsonObject | undefined;
-    if (endpoint === 'stable_token') {
+    if (endpoint === 'stable_token' || (endpoint === 'clear_quota' && rawBody.trim() !== '')) {
       try {
         const parsed: unknown = JSON.parse(rawBody);
         if (isPlainObject(parsed)) stableBody = parsed;
@@ -597,6 +652,9 @@ class Simulator implements WeChatSimulator {
       case 'business':
         this.send(res, this.business(method, url.searchParams));
         return;
+      case 'clear_quota':
+        this.send(res, this.clearQuota(method, url.searchParams, stableBody));
+        return;
     }
   }
 
@@ -629,6 +687,8 @@ class Simulator implements WeChatSimulator {
         return nonEmptyString(params.get('appid'));
       case 'stable_token':
         return nonEmptyString(stableBody?.appid);
+      case 'clear_quota':
+        return nonEmptyString(params.get('appid')) ?? nonEmptyString(stableBody?.appid);
       case 'ticket':
       case 'business': {
         const token = params.get('access_token');
@@ -663,6 +723,9 @@ class Simulator implements WeChatSimulator {
           break;
         case 'business':
           c.business++;
+          break;
+        case 'clear_quota':
+          c.clearQuota++;
           break;
       }
     }
@@ -875,6 +938,39 @@ class Simulator implements WeChatSimulator {
       ticket: ticket.ticket,
       expires_in: this.ticketLifetimeSeconds,
     });
+  }
+
+  private resetsOf(app: AppState): { month: string; used: number } {
+    const month = quotaMonth(this.now());
+    if (app.resets.month !== month) app.resets = { month, used: 0 };
+    return app.resets;
+  }
+
+  /** Uses one of the month's resets and clears the day's usage; false when they are used up. */
+  private useReset(app: AppState): boolean {
+    const resets = this.resetsOf(app);
+    if (resets.used >= this.quotaResetsPerMonth) return false;
+    resets.used++;
+    app.quota = { day: quotaDay(this.now()), classic: 0, stable: 0, ticket: 0, stableForceRefreshes: 0 };
+    return true;
+  }
+
+  /**
+   * `POST /cgi-bin/clear_quota/v2`. WeChat's pages name appid and appsecret both as URL and as JSON body
+   * parameters: either is accepted. A wrong secret answers 40001, as the token endpoint does (the page
+   * lists no errcode for it).
+   */
+  private clearQuota(method: string, params: URLSearchParams, body: JsonObject | undefined): Reply {
+    if (method !== 'POST') return this.error(43002);
+    const appid = nonEmptyString(params.get('appid')) ?? nonEmptyString(body?.appid);
+    if (appid === undefined) return this.error(41002);
+    const secret = nonEmptyString(params.get('appsecret')) ?? nonEmptyString(body?.appsecret);
+    if (secret === undefined) return this.error(41004);
+    const app = this.apps.get(appid);
+    if (!app) return this.error(40013);
+    if (app.secret !== secret) return this.error(40001);
+    if (!this.useReset(app)) return this.error(48006);
+    return this.json(200, { errcode: 0, errmsg: 'ok' });
   }
 
   private business(method: string, params: URLSearchParams): Reply {

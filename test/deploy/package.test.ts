@@ -180,6 +180,9 @@ beforeAll(() => {
     `--param=secretKmsKeyArn=${KMS_KEY_ARN}`,
     `--param=secretId=${SECRET_ARN}`,
     `--param=alarmTopicArn=${TOPIC_ARN}`,
+    '--param=httpApiRateLimit=20',
+    '--param=httpApiBurstLimit=40',
+    '--param=reservedConcurrency=5',
   ]);
   if (alt.status !== 0) throw new Error(`osls package failed:\n${alt.stdout}\n${alt.stderr}`);
   withKey = readPackage(join(altDir, 'kms'));
@@ -239,14 +242,28 @@ describe('npm run package (stage dev, default params)', () => {
     expect([...dev.entries.keys()].some((name) => name.includes('node_modules'))).toBe(false);
   });
 
-  it('sets the secret id, the cache servers, the schedule interval and the log level; tunables keep their code defaults', () => {
+  it('sets the secret id, the cache servers, the schedule interval, the log level and the function timeout; tunables keep their code defaults', () => {
     const fn = only(dev.template, 'AWS::Lambda::Function').Properties;
     expect((fn.Environment as { Variables: Json }).Variables).toEqual({
       WECHAT_SECRET_ID: 'wechat-token-service/credentials',
       MEMCACHED_SERVERS: 'memcached.example.internal:11211',
       LOG_LEVEL: 'INFO',
       SCHEDULE_INTERVAL_SECONDS: '300',
+      // The function's own timeout, which Lambda does not expose: the configuration checks against it.
+      FUNCTION_TIMEOUT_SECONDS: String(fn.Timeout),
     });
+  });
+
+  it('throttles the HTTP API at 500 requests/s with a burst of 1000, and reserves 50 concurrent executions', () => {
+    expect(only(dev.template, 'AWS::ApiGatewayV2::Stage').Properties).toMatchObject({
+      StageName: '$default',
+      DefaultRouteSettings: {
+        DetailedMetricsEnabled: false,
+        ThrottlingRateLimit: 500,
+        ThrottlingBurstLimit: 1000,
+      },
+    });
+    expect(only(dev.template, 'AWS::Lambda::Function').Properties.ReservedConcurrentExecutions).toBe(50);
   });
 
   it('runs in the VPC given by the subnet and security group params', () => {
@@ -428,7 +445,17 @@ describe('npm run package (stage dev, default params)', () => {
   });
 });
 
-describe('osls package with secretKmsKeyArn, a secret ARN and alarmTopicArn', () => {
+describe('osls package with secretKmsKeyArn, a secret ARN, alarmTopicArn, throttling and concurrency params', () => {
+  it('throttles and reserves concurrency as the params say', () => {
+    const settings = only(withKey.template, 'AWS::ApiGatewayV2::Stage').Properties
+      .DefaultRouteSettings as Json;
+    // Command-line params arrive as text; CloudFormation reads numeric text as the number.
+    expect(Number(settings.ThrottlingRateLimit)).toBe(20);
+    expect(Number(settings.ThrottlingBurstLimit)).toBe(40);
+    const fn = only(withKey.template, 'AWS::Lambda::Function').Properties;
+    expect(Number(fn.ReservedConcurrentExecutions)).toBe(5);
+  });
+
   it('adds exactly one kms:Decrypt statement, on that key, through Secrets Manager only', () => {
     const added = roleStatements(withKey.template).filter(
       (s) => !roleStatements(dev.template).some((d) => JSON.stringify(d) === JSON.stringify(s)),

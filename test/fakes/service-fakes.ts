@@ -196,6 +196,17 @@ export class FakeWeChat implements WeChatApi {
     return call.answer.promise;
   }
 
+  /** clear_quota/v2 calls, and their answer (default: success). */
+  readonly clearQuotaCalls: { appid: string; secret: string }[] = [];
+  clearQuotaResponder: (app: { appid: string; secret: string }) => ServiceError | undefined = () => undefined;
+
+  async clearQuota(app: { appid: string; secret: string }): Promise<void> {
+    this.clearQuotaCalls.push({ appid: app.appid, secret: app.secret });
+    this.sequence.push('clear_quota');
+    const failure = this.clearQuotaResponder(app);
+    if (failure) throw failure;
+  }
+
   /** From now on, token calls stay pending until the test settles them. */
   holdTokens(): void {
     this.tokenResponder = () => 'hold';

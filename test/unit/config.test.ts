@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type Config, loadConfig } from '../../lib/config.ts';
+import { type Config, LOCK_HEADROOM_MS, loadConfig, minimumLockLeaseSeconds } from '../../lib/config.ts';
 import { APPID_PATTERN } from '../../lib/domain.ts';
 import { ServiceError } from '../../lib/errors.ts';
 import { CLIENT_KEY, TEST_APPID, TEST_SECRET } from '../support/secrets.ts';
@@ -52,13 +52,21 @@ describe('loadConfig defaults', () => {
       'memoryCacheSeconds',
       'failureMemorySeconds',
       'deadlineMarginMs',
+      'secretRereadSeconds',
+      'secretGraceSeconds',
+      'quotaBreakerProbeSeconds',
     ];
     for (const key of numeric) {
       expect(Number.isInteger(config[key]), key).toBe(true);
       expect(config[key] as number, key).toBeGreaterThan(0);
     }
-    // The lease outlives the worst upstream call by at least a second.
-    expect(config.lockLeaseSeconds * 1000).toBeGreaterThanOrEqual(config.upstreamTimeoutMs + 1000);
+    // The lease outlives the worst upstream call (4 attempts of 3 s and their backoffs) and the write.
+    expect(config.lockLeaseSeconds).toBe(15);
+    expect(config.functionTimeoutSeconds).toBeUndefined();
+    // One re-read per 30 s after a rejection; the last good secret for an hour while reads fail.
+    expect(config.secretRereadSeconds).toBe(30);
+    expect(config.secretGraceSeconds).toBe(3600);
+    expect(config.quotaBreakerProbeSeconds).toBe(600);
     // A refresh starts well inside a 7200-s token's life.
     expect(config.refreshWindowSeconds).toBeLessThan(7200);
     // Passive refreshes stop below the classic endpoint's daily quota for a new account (2000).
@@ -89,8 +97,12 @@ describe('loadConfig defaults', () => {
       TOKEN_REFRESH_WINDOW_SECONDS: '1200',
       PASSIVE_REFRESH_MIN_AGE_SECONDS: '120',
       PASSIVE_REFRESH_DAILY_BUDGET: '50',
-      LOCK_LEASE_SECONDS: '20',
+      LOCK_LEASE_SECONDS: '25',
       UPSTREAM_TIMEOUT_MS: '5000',
+      SECRET_REREAD_SECONDS: '60',
+      SECRET_GRACE_SECONDS: '0',
+      QUOTA_BREAKER_PROBE_SECONDS: '120',
+      FUNCTION_TIMEOUT_SECONDS: '29',
       MEMORY_CACHE_SECONDS: '30',
       FAILURE_MEMORY_SECONDS: '90',
       DEADLINE_MARGIN_MS: '500',
@@ -104,8 +116,12 @@ describe('loadConfig defaults', () => {
       refreshWindowSeconds: 1200,
       passiveRefreshMinAgeSeconds: 120,
       passiveRefreshDailyBudget: 50,
-      lockLeaseSeconds: 20,
+      lockLeaseSeconds: 25,
       upstreamTimeoutMs: 5000,
+      secretRereadSeconds: 60,
+      secretGraceSeconds: 0,
+      quotaBreakerProbeSeconds: 120,
+      functionTimeoutSeconds: 29,
       memoryCacheSeconds: 30,
       failureMemorySeconds: 90,
       deadlineMarginMs: 500,
@@ -139,6 +155,11 @@ describe('loadConfig validation', () => {
     ['MEMORY_CACHE_SECONDS', '300'],
     ['FAILURE_MEMORY_SECONDS', 'thirty'],
     ['DEADLINE_MARGIN_MS', '5'],
+    ['FUNCTION_TIMEOUT_SECONDS', '0'],
+    ['FUNCTION_TIMEOUT_SECONDS', '901'],
+    ['SECRET_REREAD_SECONDS', '-1'],
+    ['SECRET_GRACE_SECONDS', 'forever'],
+    ['QUOTA_BREAKER_PROBE_SECONDS', '0'],
     ['CACHE_OUTAGE_POLICY', 'retry'],
     ['LOG_LEVEL', 'VERBOSE'],
     ['WECHAT_APPID', 'wx123'],
@@ -171,7 +192,7 @@ describe('loadConfig validation', () => {
 
 describe('MEMCACHED_SERVERS', () => {
   it('splits a comma-separated host:port list and trims each entry', () => {
-    const servers = ['cache-1.example.internal:11211', '10.0.0.5:11212', '[::1]:11211'];
+    const servers = ['cache-1.example.internal:11211', '10.0.0.5:11212', 'localhost:11211'];
     const config = loadConfig({ ...DEPLOYED, MEMCACHED_SERVERS: ` ${servers.join(' , ')} ,` });
     expect(config.memcachedServers).toEqual(servers);
   });
@@ -208,40 +229,144 @@ describe('MEMCACHED_SERVERS', () => {
   });
 });
 
-describe('LOCK_LEASE_SECONDS and UPSTREAM_TIMEOUT_MS', () => {
-  const timeouts = [100, 3000, 9000, 9001, 59_999];
+describe('MEMCACHED_SERVERS with IPv6 literals', () => {
+  it.each([
+    '[::1]:11211',
+    '[2001:db8::5]:11211',
+    '::1:11211',
+    '2001:db8::5:11211',
+    'cache.internal:11211,[fe80::1]:11211',
+  ])('rejects %j clearly: the Memcached client cannot connect to IPv6 literals', (value) => {
+    const err = configError({ ...DEPLOYED, MEMCACHED_SERVERS: value });
+    expect(err.code).toBe('config_invalid');
+    expect(err.message.startsWith('MEMCACHED_SERVERS ')).toBe(true);
+    expect(err.message).toContain('IPv6');
+    expect(err.message).toContain('host name');
+  });
+});
 
-  it.each(timeouts)('accepts the shortest lease at least 1 s longer than a %i ms upstream timeout', (u) => {
-    const lease = Math.ceil((u + 1000) / 1000);
-    const config = loadConfig({
-      ...DEPLOYED,
-      UPSTREAM_TIMEOUT_MS: String(u),
-      LOCK_LEASE_SECONDS: String(lease),
-    });
+describe('LOCK_LEASE_SECONDS covers the worst upstream call', () => {
+  // 4 attempts of the timeout, backoffs of at most 100 + 200 + 400 ms, and 2 s to write.
+  const cases: Array<[number, number]> = [
+    [100, 4],
+    [1000, 7],
+    [3000, 15],
+    [9000, 39],
+    [59_999, 243],
+  ];
+
+  it.each(cases)('defaults to the minimum for a %i ms upstream timeout (%i s)', (u, lease) => {
+    const config = loadConfig({ ...DEPLOYED, UPSTREAM_TIMEOUT_MS: String(u) });
     expect(config.lockLeaseSeconds).toBe(lease);
-    expect(config.upstreamTimeoutMs).toBe(u);
+    expect(minimumLockLeaseSeconds({ ...config }).seconds).toBe(lease);
   });
 
-  it.each(timeouts)('rejects a lease one second shorter than that for a %i ms upstream timeout', (u) => {
-    const lease = Math.ceil((u + 1000) / 1000) - 1;
+  it.each(cases)('accepts exactly the minimum for a %i ms timeout (%i s)', (u, lease) => {
+    expect(
+      loadConfig({ ...DEPLOYED, UPSTREAM_TIMEOUT_MS: String(u), LOCK_LEASE_SECONDS: String(lease) })
+        .lockLeaseSeconds,
+    ).toBe(lease);
+  });
+
+  it.each(cases)('rejects one second less for a %i ms timeout, naming the bound', (u, lease) => {
     const err = configError({
       ...DEPLOYED,
       UPSTREAM_TIMEOUT_MS: String(u),
-      LOCK_LEASE_SECONDS: String(lease),
+      LOCK_LEASE_SECONDS: String(lease - 1),
     });
     expect(err.code).toBe('config_invalid');
-    // A lease of 0 fails the range check first; every other one fails the rule naming both variables.
-    expect(err.message.startsWith('LOCK_LEASE_SECONDS ')).toBe(true);
-    if (lease >= 1) expect(err.message).toContain('UPSTREAM_TIMEOUT_MS');
+    expect(err.message.startsWith('LOCK_LEASE_SECONDS must be at least ')).toBe(true);
+    expect(err.message).toContain(`at least ${lease} s`);
+    expect(err.message).toContain('UPSTREAM_TIMEOUT_MS');
+    expect(err.message).toContain('4 attempts');
   });
 
-  it('rejects a long upstream timeout left with the default lease', () => {
-    const defaults = loadConfig(DEPLOYED);
-    const u = defaults.lockLeaseSeconds * 1000; // leaves less than the required second
-    const err = configError({ ...DEPLOYED, UPSTREAM_TIMEOUT_MS: String(u) });
+  it('with the function timeout known, is bounded by the invocation instead when that is shorter', () => {
+    // 4 × 3 s + 0.7 s > 10 s − 0.25 s: the invocation ends first.
+    const env = { ...DEPLOYED, FUNCTION_TIMEOUT_SECONDS: '10' };
+    expect(loadConfig(env).lockLeaseSeconds).toBe(12);
+    const err = configError({ ...env, LOCK_LEASE_SECONDS: '11' });
+    expect(err.message).toContain('at least 12 s');
+    expect(err.message).toContain('FUNCTION_TIMEOUT_SECONDS');
+    // A long function timeout leaves the call itself as the bound.
+    expect(loadConfig({ ...DEPLOYED, FUNCTION_TIMEOUT_SECONDS: '60' }).lockLeaseSeconds).toBe(15);
+  });
+
+  it('matches the WeChat client: every attempt timing out with the longest backoffs fits under the minimum lease', async () => {
+    const { WeChatClient } = await import('../../lib/wechat/client.ts');
+    const { RefreshLock } = await import('../../lib/token/lock.ts');
+    const { MemoryStore } = await import('../../lib/store/memory.ts');
+    const timeoutMs = 3000;
+    let t = 1_000_000;
+    let attempts = 0;
+    const clock = {
+      now: () => t,
+      sleep: async (ms: number) => {
+        t += Math.ceil(ms);
+      },
+      // The longest backoff the jitter can produce.
+      random: () => 0.999_999,
+    };
+    const client = new WeChatClient({
+      baseUrl: 'http://wechat.invalid',
+      attemptTimeoutMs: timeoutMs,
+      clock,
+      // Each attempt takes its whole timeout and fails retryably (busy), as the worst call does.
+      transport: {
+        send: async () => {
+          attempts++;
+          t += timeoutMs;
+          return {
+            kind: 'response',
+            status: 200,
+            text: JSON.stringify({ errcode: -1, errmsg: 'system error' }),
+          };
+        },
+      },
+    });
+    const lease = minimumLockLeaseSeconds({
+      upstreamTimeoutMs: timeoutMs,
+      deadlineMarginMs: 250,
+      functionTimeoutSeconds: undefined,
+    }).seconds;
+    const lock = new RefreshLock(new MemoryStore(clock), clock, lease);
+    const handle = await lock.acquire('wts:v1:lock:test');
+    expect(handle).not.toBeNull();
+    const startedAt = t;
+    const fetchDeadline = lock.fetchDeadlineMs(handle!);
+    const err = await client
+      .fetchTicket('wx0123456789abcdef', 'token', 'jsapi', { deadlineAtMs: Number.MAX_SAFE_INTEGER })
+      .catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe('wechat_unavailable');
+    expect(attempts).toBe(4);
+    // The whole call, all attempts and backoffs, ends before the lock would have cut it short.
+    expect(t).toBeLessThanOrEqual(fetchDeadline);
+    expect(fetchDeadline - startedAt).toBeGreaterThanOrEqual(lease * 1000 - LOCK_HEADROOM_MS);
+  });
+});
+
+describe('DEADLINE_MARGIN_MS and FUNCTION_TIMEOUT_SECONDS', () => {
+  it('accepts a margin that leaves one upstream attempt of the function timeout', () => {
+    const config = loadConfig({ ...DEPLOYED, FUNCTION_TIMEOUT_SECONDS: '10', DEADLINE_MARGIN_MS: '7000' });
+    expect(config.deadlineMarginMs).toBe(7000);
+    expect(config.functionTimeoutSeconds).toBe(10);
+  });
+
+  it('rejects a margin near the function timeout, naming both and the bound', () => {
+    const err = configError({ ...DEPLOYED, FUNCTION_TIMEOUT_SECONDS: '10', DEADLINE_MARGIN_MS: '7001' });
     expect(err.code).toBe('config_invalid');
-    expect(err.message).toContain('LOCK_LEASE_SECONDS');
-    expect(err.message).toContain('UPSTREAM_TIMEOUT_MS');
+    expect(err.message.startsWith('DEADLINE_MARGIN_MS ')).toBe(true);
+    expect(err.message).toContain('FUNCTION_TIMEOUT_SECONDS');
+    expect(err.message).toContain('at most 7000 ms');
+  });
+
+  it('rejects a function timeout shorter than one upstream attempt whatever the margin', () => {
+    const err = configError({ ...DEPLOYED, FUNCTION_TIMEOUT_SECONDS: '3', DEADLINE_MARGIN_MS: '20' });
+    expect(err.message.startsWith('DEADLINE_MARGIN_MS ')).toBe(true);
+  });
+
+  it('checks nothing against the timeout when FUNCTION_TIMEOUT_SECONDS is unset (a local run)', () => {
+    expect(loadConfig({ ...DEPLOYED, DEADLINE_MARGIN_MS: '10000' }).deadlineMarginMs).toBe(10_000);
   });
 });
 

@@ -107,6 +107,15 @@ describe('local Secrets Manager endpoint with the real SDK client', () => {
     expect((await get()).SecretString).toBe(INITIAL_VALUE);
   });
 
+  it('failAll fails every request until failNext(0) ends the outage', async () => {
+    sm.putSecret(SECRET_NAME, INITIAL_VALUE);
+    const get = () => client.send(new GetSecretValueCommand({ SecretId: SECRET_NAME }));
+    sm.failAll('internal');
+    for (let i = 0; i < 5; i++) await expect(get()).rejects.toMatchObject({ name: 'InternalServiceError' });
+    sm.failNext(0);
+    expect((await get()).SecretString).toBe(INITIAL_VALUE);
+  });
+
   it('the default SDK retry policy retries injected failures', async () => {
     const retrying = new SecretsManagerClient({ maxAttempts: 3 });
     try {

@@ -545,6 +545,98 @@ describe('quotas', () => {
   });
 });
 
+describe('quota reset: POST /cgi-bin/clear_quota/v2', () => {
+  async function clearQuota(
+    sim: WeChatSimulator,
+    params: { appid?: string; appsecret?: string },
+    how: 'query' | 'body' = 'body',
+    method = 'POST',
+  ): Promise<Body> {
+    const query = how === 'query' ? `?${new URLSearchParams(params as Record<string, string>)}` : '';
+    const res = await fetch(`${sim.baseUrl}/cgi-bin/clear_quota/v2${query}`, {
+      method,
+      ...(how === 'body' && method === 'POST'
+        ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify(params) }
+        : {}),
+    });
+    expect(res.status).toBe(200);
+    return (await res.json()) as Body;
+  }
+
+  it('clears the app’s daily quotas (appid and appsecret as JSON body or as URL parameters)', async () => {
+    const sim = await start({ classicDailyQuota: 1, ticketDailyQuota: 1 });
+    const token = await classicToken(sim);
+    await ticket(sim, token);
+    expectError(await classic(sim), 45009);
+    expectError(await ticket(sim, token), 45009);
+    expect(await clearQuota(sim, { appid: APP.appid, appsecret: APP.secret })).toEqual({
+      errcode: 0,
+      errmsg: 'ok',
+    });
+    const fresh = await classicToken(sim);
+    expect((await ticket(sim, fresh)).ticket).toBeDefined();
+    expectError(await classic(sim), 45009);
+    expect(await clearQuota(sim, { appid: APP.appid, appsecret: APP.secret }, 'query')).toEqual({
+      errcode: 0,
+      errmsg: 'ok',
+    });
+    expect((await classic(sim)).access_token).toBeDefined();
+    expect(sim.calls.clearQuota).toBe(2);
+    expect(sim.callsFor(APP.appid).clearQuota).toBe(2);
+    expect(sim.quotaResetsUsed(APP.appid)).toBe(2);
+    expect(sim.quotaResetsUsed(OTHER.appid)).toBe(0);
+  });
+
+  it('allows 10 resets per app per calendar month in UTC+8, shared with the console’s, then answers 48006', async () => {
+    t = Date.UTC(2025, 0, 31, 15, 0, 0); // 23:00 on 31 January in UTC+8
+    const sim = await start();
+    for (let i = 0; i < 9; i++) {
+      expect((await clearQuota(sim, { appid: APP.appid, appsecret: APP.secret })).errcode).toBe(0);
+    }
+    sim.clearQuotaAsOperator(APP.appid); // the tenth, in the console
+    expectError(
+      await clearQuota(sim, { appid: APP.appid, appsecret: APP.secret }),
+      48006,
+      'forbid to clear quota because of reaching the limit',
+    );
+    expect(() => sim.clearQuotaAsOperator(APP.appid)).toThrow(/48006/);
+    expect(sim.quotaResetsUsed(APP.appid)).toBe(10);
+    // Another app has its own budget; a new month (UTC+8) brings 10 more.
+    expect((await clearQuota(sim, { appid: OTHER.appid, appsecret: OTHER.secret })).errcode).toBe(0);
+    t = Date.UTC(2025, 0, 31, 16, 0, 0); // midnight, 1 February in UTC+8
+    expect((await clearQuota(sim, { appid: APP.appid, appsecret: APP.secret })).errcode).toBe(0);
+  });
+
+  it('checks method, parameters and credentials in WeChat’s order, using no reset on failure', async () => {
+    const sim = await start();
+    expectError(await clearQuota(sim, { appid: APP.appid, appsecret: APP.secret }, 'query', 'GET'), 43002);
+    expectError(await clearQuota(sim, { appsecret: APP.secret }), 41002);
+    expectError(await clearQuota(sim, { appid: APP.appid }), 41004);
+    expectError(await clearQuota(sim, { appid: 'wx9999999999999999', appsecret: APP.secret }), 40013);
+    expectError(await clearQuota(sim, { appid: APP.appid, appsecret: OTHER.secret }), 40001);
+    expect(sim.quotaResetsUsed(APP.appid)).toBe(0);
+  });
+
+  it('exhaustQuota uses up one endpoint’s daily quota at once', async () => {
+    const sim = await start();
+    sim.exhaustQuota(APP.appid, 'token');
+    expectError(await classic(sim), 45009);
+    expect((await stableFor(sim)).access_token).toBeDefined();
+    sim.exhaustQuota(APP.appid, 'stable_token');
+    expectError(await stableFor(sim), 45009);
+    const token = await classicToken(sim, OTHER);
+    sim.exhaustQuota(OTHER.appid, 'ticket');
+    expectError(await ticket(sim, token), 45009);
+  });
+
+  it('can fail on purpose like every endpoint', async () => {
+    const sim = await start();
+    sim.inject({ endpoint: 'clear_quota', errcode: -1 });
+    expectError(await clearQuota(sim, { appid: APP.appid, appsecret: APP.secret }), -1);
+    expect(sim.quotaResetsUsed(APP.appid)).toBe(0);
+  });
+});
+
 describe('fault injection', () => {
   it("answers an injected 40164 with WeChat's errmsg echoing the egress IP", async () => {
     const sim = await start();
@@ -687,6 +779,7 @@ describe('counters', () => {
       stableTokenForceRefreshes: 0,
       ticket: 1,
       business: 2,
+      clearQuota: 0,
       external: 0,
       total: 7,
     });
@@ -697,6 +790,7 @@ describe('counters', () => {
       stableTokenForceRefreshes: 0,
       ticket: 1,
       business: 1,
+      clearQuota: 0,
       external: 0,
       total: 4,
     });

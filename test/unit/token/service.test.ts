@@ -897,7 +897,7 @@ describe('10. the quota breaker (45009)', () => {
           )
         : { value: `AT-${n}`, expiresInSeconds: 7200 };
 
-  it('fails every request on both instances with wechat_quota_exhausted without calling WeChat until the quota day ends', async () => {
+  it('fails every request on both instances with wechat_quota_exhausted, calling WeChat only for one probe per endpoint per probe interval until the quota day ends', async () => {
     const w = world();
     w.wechat.tokenResponder = quotaOf('classic', 'stable');
     const exhausted = { code: 'wechat_quota_exhausted', errcode: 45009 };
@@ -910,14 +910,18 @@ describe('10. the quota breaker (45009)', () => {
     const fromPeer = w.b.getAccessToken(w.appid, w.ctx());
     await expect(fromPeer).rejects.toMatchObject(exhausted);
     await expect(fromPeer).rejects.toThrow(/clear_quota\/v2/);
+    expect(w.wechat.tokenCalls).toHaveLength(callsWhenOpened);
     w.time.t = CHINA_MIDNIGHT - SECOND;
     await expect(w.b.getAccessToken(w.appid, w.ctx())).rejects.toMatchObject(exhausted);
-    expect(w.wechat.tokenCalls).toHaveLength(callsWhenOpened);
+    // More than a probe interval (600 s) later: one probe of each endpoint, still 45009.
+    expect(w.wechat.tokenCalls.slice(callsWhenOpened).map((c) => c.api)).toEqual(['classic', 'stable']);
+    await expect(w.a.getAccessToken(w.appid, w.ctx())).rejects.toMatchObject(exhausted);
+    expect(w.wechat.tokenCalls).toHaveLength(callsWhenOpened + 2);
 
     w.wechat.tokenResponder = (_call, n) => ({ value: `AT-new-day-${n}`, expiresInSeconds: 7200 });
     w.time.t = CHINA_MIDNIGHT + SECOND;
     expect(await w.a.getAccessToken(w.appid, w.ctx())).toMatchObject({ source: 'wechat' });
-    expect(w.wechat.tokenCalls.slice(callsWhenOpened).map((c) => c.api)).toEqual(['classic']);
+    expect(w.wechat.tokenCalls.slice(callsWhenOpened + 2).map((c) => c.api)).toEqual(['classic']);
   });
 
   it('serves a still-valid token (stale) on both instances while the breaker is open', async () => {
@@ -937,7 +941,7 @@ describe('10. the quota breaker (45009)', () => {
     ]);
   });
 
-  it('falls back to the stable endpoint when only the classic quota is used up, and stops asking classic until the quota day ends', async () => {
+  it('falls back to the stable endpoint when only the classic quota is used up, and asks classic only to probe the breaker until the quota day ends', async () => {
     const w = world();
     w.wechat.tokenResponder = quotaOf('classic');
 
@@ -949,10 +953,11 @@ describe('10. the quota breaker (45009)', () => {
     ]);
     expect((await w.record()).origin).toBe('stable');
 
-    // The next refresh, from the other instance, does not try classic again.
+    // The next refresh, from the other instance and past the probe interval (600 s), probes classic
+    // once (still exhausted), then takes a stable token.
     w.time.t = (await w.record()).refreshAtMs;
     expect((await w.b.getAccessToken(w.appid, w.ctx())).source).toBe('wechat');
-    expect(w.wechat.tokenCalls.map((c) => c.api)).toEqual(['classic', 'stable', 'stable']);
+    expect(w.wechat.tokenCalls.map((c) => c.api)).toEqual(['classic', 'stable', 'classic', 'stable']);
 
     // A new quota day: classic again.
     w.wechat.tokenResponder = (_call, n) => ({ value: `AT-${n}`, expiresInSeconds: 7200 });

@@ -7,9 +7,23 @@ const ENDPOINT_PATHS: Record<Endpoint, string> = {
   token: '/cgi-bin/token',
   stable_token: '/cgi-bin/stable_token',
   ticket: '/cgi-bin/ticket/getticket',
+  clear_quota: '/cgi-bin/clear_quota/v2',
 };
 
 describe('errorForErrcode', () => {
+  it('says that 48006 from clear_quota/v2 means the 10 monthly resets are used up', () => {
+    const err = errorForErrcode(
+      'clear_quota',
+      TEST_APPID,
+      48006,
+      'forbid to clear quota because of reaching the limit',
+    );
+    expect(err.code).toBe('wechat_rejected');
+    expect(err.retryable).toBe(false);
+    expect(err.message).toContain('10 quota resets');
+    expect(err.message).toContain('midnight China time');
+  });
+
   it.each(Object.entries(ENDPOINT_PATHS))(
     'names the %s endpoint path, the errcode and the appid',
     (endpoint, path) => {
