@@ -94,6 +94,8 @@ export interface TokenRecord {
    * with the full `expires_in` again, so its remaining life is unknown and nothing is promised.
    */
   ageUnknown?: true;
+  /** A ticket: how much earlier than `fetchedAtMs` WeChat may have issued it (its birth's uncertainty). */
+  bornWithinMs?: number;
 }
 
 /** What WeChat granted: an opaque value and the lifetime it announced. */

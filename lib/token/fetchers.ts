@@ -168,8 +168,11 @@ export function ticketTarget(
       const call = async (accessToken: string, reason: FetchReason) => {
         for (let attempt = 1; ; attempt++) {
           const fetched = await once(accessToken, reason);
+          // Asked once per counted life: a ticket already past it (age unknown) is polled by the schedule of its record.
           const stale =
-            ctx.current?.value === fetched.grant.value && fetched.sentAtMs >= ctx.current.expiresAtMs;
+            ctx.current?.value === fetched.grant.value &&
+            !ctx.current.ageUnknown &&
+            fetched.sentAtMs >= ctx.current.expiresAtMs;
           if (!stale || attempt >= 4 || clock.now() + 200 >= ctx.deadlineAtMs) return fetched;
           await clock.sleep(100);
         }

@@ -92,7 +92,9 @@ export function decodeRecord(text: string | null, kind: TokenKind, appid: string
     typeof r.writer === 'string' &&
     r.writer.length <= 64 &&
     (r.classicNotBeforeMs === undefined || isTime(r.classicNotBeforeMs)) &&
-    (r.ageUnknown === undefined || (r.ageUnknown === true && r.origin === 'ticket'));
+    (r.ageUnknown === undefined || (r.ageUnknown === true && r.origin === 'ticket')) &&
+    (r.bornWithinMs === undefined ||
+      (Number.isSafeInteger(r.bornWithinMs) && (r.bornWithinMs as number) > 0));
   if (!ok) return null;
   return {
     kind,
@@ -106,6 +108,7 @@ export function decodeRecord(text: string | null, kind: TokenKind, appid: string
     writer: r.writer as string,
     ...(r.classicNotBeforeMs === undefined ? {} : { classicNotBeforeMs: r.classicNotBeforeMs as number }),
     ...(r.ageUnknown ? { ageUnknown: true as const } : {}),
+    ...(r.bornWithinMs === undefined ? {} : { bornWithinMs: r.bornWithinMs as number }),
   };
 }
 
@@ -159,9 +162,13 @@ export function buildRecord(
 
 /**
  * A ticket's life. WeChat answers an existing ticket with the full `expires_in` again, so a ticket's
- * life counts from when it was first seen, and a ticket seen with no record of that has an unknown age:
- * nothing is promised, and it is asked for again every `unknownAgeRecheckMs` until WeChat hands out a
- * different one — issued after the previous answer, so its life counts from that answer.
+ * life counts from when it was first seen, and a ticket seen with no record of that has an unknown
+ * age: nothing is promised, and it is asked for again every `unknownAgeRecheckMs` until WeChat hands
+ * out a different one. That one was issued after the previous answer was asked for, so its life counts
+ * from then (`bornWithinMs` says how much earlier than its first sight that may be). Past the life
+ * counted, a ticket WeChat still hands back is alive for an unknown while: nothing is promised, and it
+ * is asked for again at a pace set by how uncertain its birth was — fast enough that the next ticket's
+ * birth is known closely.
  */
 function ticketLife(
   grant: Grant,
@@ -169,33 +176,48 @@ function ticketLife(
   previous: TokenRecord | null,
   jitter: number,
   settings: LifetimeSettings,
-): Pick<TokenRecord, 'fetchedAtMs' | 'expiresAtMs' | 'refreshAtMs' | 'ageUnknown'> {
+): Pick<TokenRecord, 'fetchedAtMs' | 'expiresAtMs' | 'refreshAtMs' | 'ageUnknown' | 'bornWithinMs'> {
   const lifeMs = grant.expiresInSeconds * 1000;
   const same = previous !== null && previous.value === grant.value;
-  if (previous === null || (same && previous.ageUnknown)) {
-    return {
-      fetchedAtMs: sentAtMs,
-      expiresAtMs: sentAtMs + lifeMs,
-      refreshAtMs: sentAtMs + unknownAgeRecheckMs(lifeMs),
-      ageUnknown: true,
-    };
+  const unknown = (recheckMs: number, bornWithinMs?: number) => ({
+    fetchedAtMs: sentAtMs,
+    expiresAtMs: sentAtMs + lifeMs,
+    refreshAtMs: sentAtMs + recheckMs,
+    ageUnknown: true as const,
+    ...(bornWithinMs ? { bornWithinMs } : {}),
+  });
+  if (previous === null) return unknown(unknownAgeRecheckMs(lifeMs));
+  if (same && previous.ageUnknown) {
+    // Still the same: ask again at the same pace.
+    return unknown(Math.max(1, previous.refreshAtMs - previous.fetchedAtMs), previous.bornWithinMs);
   }
   if (!same) {
     // New since the previous answer: born no earlier than when that answer was asked for.
     const bornAtMs = previous.ageUnknown ? previous.fetchedAtMs : sentAtMs;
     const expiresAtMs = bornAtMs + lifeMs;
     const refresh = refreshAtMs(bornAtMs, expiresAtMs, 'ticket', jitter, settings);
-    return { fetchedAtMs: bornAtMs, expiresAtMs, refreshAtMs: Math.max(bornAtMs + 1, refresh) };
+    return {
+      fetchedAtMs: bornAtMs,
+      expiresAtMs,
+      refreshAtMs: Math.max(bornAtMs + 1, refresh),
+      ...(sentAtMs > bornAtMs ? { bornWithinMs: sentAtMs - bornAtMs } : {}),
+    };
   }
-  // The value we hold, still handed out: its life counts from first sight. Past the life we counted it
-  // is alive now, for an unknown while — keep it briefly and ask again.
-  const expiresAtMs =
-    previous.expiresAtMs > sentAtMs ? Math.min(sentAtMs + lifeMs, previous.expiresAtMs) : sentAtMs + 1000;
-  return {
-    fetchedAtMs: previous.fetchedAtMs,
-    expiresAtMs,
-    refreshAtMs: Math.max(previous.fetchedAtMs + 1, expiresAtMs),
-  };
+  if (sentAtMs < previous.expiresAtMs) {
+    // The value we hold, handed back inside the life counted from its first sight.
+    return {
+      fetchedAtMs: previous.fetchedAtMs,
+      expiresAtMs: previous.expiresAtMs,
+      refreshAtMs: Math.max(previous.fetchedAtMs + 1, previous.expiresAtMs),
+      ...(previous.bornWithinMs ? { bornWithinMs: previous.bornWithinMs } : {}),
+    };
+  }
+  return unknown(dyingRecheckMs(previous.bornWithinMs ?? 0), previous.bornWithinMs);
+}
+
+/** How often a ticket past its counted life is asked for again: a tenth of its birth's uncertainty. */
+function dyingRecheckMs(bornWithinMs: number): number {
+  return Math.max(200, Math.floor(bornWithinMs / 10));
 }
 
 /** Memcached TTL of a record: WeChat's lifetime, so a dead token disappears by itself. */

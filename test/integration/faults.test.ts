@@ -231,7 +231,9 @@ describe('WeChat faults', () => {
     const margins: number[] = [];
     for (let i = 0; i < 8; i++) {
       world.sim.resetCounters();
+      // Both endpoints are slow: a classic call that times out turns to the stable endpoint.
       world.sim.inject({ endpoint: 'token', latencyMs: 3000 });
+      world.sim.inject({ endpoint: 'stable_token', latencyMs: 3000 });
       const remainingMs = 600 + i * 100;
       const started = Date.now();
       const body = await p!.invoke<ErrorBody>({ appid: TEST_APPID_2 }, remainingMs);
