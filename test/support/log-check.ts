@@ -1,7 +1,7 @@
 /**
  * Global setup of every test project: a directory for the per-file output logs that
  * capture-output.ts writes, and after the run a scan of every line in them for secrets and tokens.
- * A leak fails the run.
+ * A leak fails the run (exit code 1).
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,9 +36,13 @@ export function teardown(): void {
   }
   rmSync(outputDir, { recursive: true, force: true });
   if (leaks.length > 0) {
-    throw new Error(
-      `secrets or tokens were printed during the ${projectName} tests:\n${leaks.slice(0, 20).join('\n')}`,
+    // vitest only logs an error thrown here ("error during close") and still exits 0: fail the run
+    // through the exit code.
+    process.exitCode = 1;
+    process.stderr.write(
+      `log check (${projectName}) FAILED: secrets or tokens were printed:\n${leaks.slice(0, 20).join('\n')}\n`,
     );
+    return;
   }
   process.stdout.write(
     `log check (${projectName}): ${lines} output lines from ${files.length} test files scanned, no secret or token found\n`,
