@@ -107,14 +107,16 @@ function isExecutable(path: string): boolean {
   }
 }
 
-function findMemcachedBinary(): string {
+/**
+ * The memcached binary {@link startMemcached} would run: the first on PATH, else one of
+ * `/usr/bin`, `/usr/local/bin`, `/opt/homebrew/bin`; `undefined` when there is none.
+ */
+export function findMemcachedBinary(): string | undefined {
   const fromPath = (process.env.PATH ?? '')
     .split(delimiter)
     .filter((dir) => dir !== '')
     .map((dir) => join(dir, 'memcached'));
-  const found = [...fromPath, ...FALLBACK_BINARIES].find(isExecutable);
-  if (!found) throw new Error(MEMCACHED_NOT_FOUND_MESSAGE);
-  return found;
+  return [...fromPath, ...FALLBACK_BINARIES].find(isExecutable);
 }
 
 function freePort(): Promise<number> {
@@ -304,6 +306,7 @@ function terminate(child: ChildProcess, signal: NodeJS.Signals, graceMs: number)
  */
 export async function startMemcached(options: { memoryMb?: number } = {}): Promise<MemcachedProcess> {
   const binary = findMemcachedBinary();
+  if (!binary) throw new Error(MEMCACHED_NOT_FOUND_MESSAGE);
   const memoryMb = options.memoryMb ?? 64;
 
   const startOn = async (port: number): Promise<LaunchResult> => {

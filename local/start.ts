@@ -9,6 +9,8 @@
  * through untouched: it is the real thing. Secrets are never printed.
  *
  * `PORT` (default 3000; `0` picks a free port) sets the port; the server listens on 127.0.0.1 only.
+ * It stops on SIGINT or SIGTERM — sent to `npm start` too, which execs node so that npm's forwarded
+ * signal reaches it — and when its parent process is gone.
  */
 
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -303,10 +305,10 @@ async function main(): Promise<void> {
   }
 
   let stopping = false;
-  const stop = (signal: string) => {
+  const stop = (reason: string, quiet = false) => {
     if (stopping) return;
     stopping = true;
-    process.stdout.write(`\n${signal}: stopping\n`);
+    if (!quiet) process.stdout.write(`\n${reason}: stopping\n`);
     const done = () => process.exit(0);
     // Memcached connections of the handler would keep the process alive: exit once the server is closed.
     const force = setTimeout(done, 3000);
@@ -319,6 +321,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // `npm start` execs node, so npm forwards SIGINT and SIGTERM here. Were npm killed outright, or the
+  // command run by a shell that does not exec, this process would outlive its parent and keep the
+  // port: stop once the parent is gone (quietly: nobody reads stdout any more).
+  const parentPid = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parentPid) stop('parent exited', true);
+  }, 500).unref();
 
   const base = `http://${HOST}:${actualPort}`;
   // A reference to an environment variable must stay expandable by the shell.

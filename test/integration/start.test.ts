@@ -2,7 +2,7 @@
  * `npm start` end to end: the local server is spawned as a real process (node --import tsx), its
  * banner is read like a user would read it, and the printed curl commands are replayed.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -35,11 +35,12 @@ function bareEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, LOG_LEVEL: 'WARN', ...extra };
 }
 
-function start(env: NodeJS.ProcessEnv): Started {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'local/start.ts'], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/** `node --import tsx local/start.ts` itself, or (`viaNpm`) `npm start` as a user types it. */
+function start(env: NodeJS.ProcessEnv, viaNpm = false): Started {
+  const [command, args] = viaNpm
+    ? ['npm', ['start']]
+    : [process.execPath, ['--import', 'tsx', 'local/start.ts']];
+  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   running.push(child);
   let out = '';
   let err = '';
@@ -71,6 +72,53 @@ function exitWithin(started: Started, ms: number): Promise<number | null | 'time
     started.exited,
     new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), ms)),
   ]);
+}
+
+/** Every process below `pid` (children, grandchildren…), from `ps`. */
+function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const line of execFileSync('ps', ['-A', '-o', 'pid=,ppid='], { encoding: 'utf8' }).split('\n')) {
+    const [child, parent] = line.trim().split(/\s+/).map(Number);
+    if (!child || !parent) continue;
+    children.set(parent, [...(children.get(parent) ?? []), child]);
+  }
+  const found: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const child of children.get(queue.shift()!) ?? []) {
+      found.push(child);
+      queue.push(child);
+    }
+  }
+  return found;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether something still listens on `port` (a listen of our own there fails). */
+async function portInUse(port: number): Promise<boolean> {
+  const probe = createServer();
+  return new Promise<boolean>((resolve) => {
+    probe.once('error', () => resolve(true));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(false)));
+  });
+}
+
+/** Polls `condition` every 50 ms for up to `timeoutMs`; the last answer. */
+async function eventually(condition: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await condition()) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 const TOKEN_CURL =
@@ -159,6 +207,34 @@ describe('npm start (local/start.ts)', () => {
     started.child.kill('SIGTERM');
     expect(await exitWithin(started, 5_000)).toBe(0);
   });
+
+  it.each([
+    ['SIGTERM', 'the server stops on the forwarded signal'],
+    ['SIGKILL', 'the server stops once its parent is gone'],
+  ] as const)(
+    '%s to the npm start process releases the port and leaves no process behind (%s)',
+    async (signal, _how) => {
+      const started = start(bareEnv({ PORT: '0' }), true);
+      const [, port] = await waitFor(started, /listening\s+http:\/\/127\.0\.0\.1:(\d+)/);
+      await waitFor(started, /Ctrl-C/);
+      const npmPid = started.child.pid!;
+      const tree = descendants(npmPid);
+      // Were the server to outlive npm, it must not outlive the test.
+      cleanups.push(async () => {
+        for (const pid of tree) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      });
+      // npm runs the server below it: node itself (the script execs it), maybe with a shell in between.
+      expect(tree.length).toBeGreaterThan(0);
+      expect(await portInUse(Number(port))).toBe(true);
+
+      process.kill(npmPid, signal);
+      await started.exited;
+      expect(await eventually(() => tree.every((pid) => !alive(pid)), 5_000)).toBe(true);
+      expect(await eventually(async () => !(await portInUse(Number(port))), 2_000)).toBe(true);
+      // On SIGTERM the server shut down gracefully (its own handler ran), not by the parent watch.
+      if (signal === 'SIGTERM') expect(started.output()).toContain('SIGTERM: stopping');
+    },
+  );
 
   it('exits 1 with one clear line when the port is in use', async () => {
     const blocker: Server = createServer();

@@ -2,15 +2,13 @@
  * JS-SDK tickets and signed wx.config through the token machinery, across processes, against the
  * simulator's getticket (which re-answers the same ticket with the full expires_in while it lives).
  */
-import { createHash } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHandler } from '../../handler/index.ts';
-import { unknownAgeRecheckMs } from '../../lib/token/lifetime.ts';
 import { bearer, CLASSIC_FIRST, httpV2, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
 import { instancePool } from '../support/instances.ts';
+import { type JssdkConfig as Config, sign, signedWith } from '../support/jssdk.ts';
 import { CLIENT_KEY, TEST_APPID } from '../support/secrets.ts';
 
-type Config = { appId: string; timestamp: number; nonceStr: string; signature: string };
 type TicketBody = { ticket: string; expires_in: number; expires_at: number };
 type TokenBody = { access_token: string };
 type ErrorBody = { error: { code: string; message: string } };
@@ -28,19 +26,6 @@ afterEach(async () => {
 afterAll(async () => {
   await world.close();
 });
-
-/** Independent of the service's code: the official algorithm, spelled out. */
-function sign(ticket: string, config: Config, url: string): string {
-  return createHash('sha1')
-    .update(`jsapi_ticket=${ticket}&noncestr=${config.nonceStr}&timestamp=${config.timestamp}&url=${url}`)
-    .digest('hex');
-}
-
-/** The ticket the signature was made with, among those the simulator issued. */
-function signedWith(config: Config, url: string, sim = world.sim): string | undefined {
-  return sim.ticketsIssued(TEST_APPID, 'jsapi').find((t) => sign(t.ticket, config, url) === config.signature)
-    ?.ticket;
-}
 
 describe('jssdk_config', () => {
   it('100 calls across 3 processes make 1 getticket call, and every signature verifies against the issued ticket', async () => {
@@ -71,8 +56,8 @@ describe('jssdk_config', () => {
     const handler = createHandler({ env: world.env({ CACHE_KEY_PREFIX: unique('frag') }) });
     const page = 'http://Example.com/a/b?x=1&y=%E4%B8%AD#/route?tab=2';
     const config = (await handler({ action: 'jssdk_config', appid: TEST_APPID, url: page })) as Config;
-    expect(signedWith(config, 'http://Example.com/a/b?x=1&y=%E4%B8%AD')).toBeDefined();
-    expect(signedWith(config, page)).toBeUndefined();
+    expect(signedWith(world.sim, TEST_APPID, config, 'http://Example.com/a/b?x=1&y=%E4%B8%AD')).toBeDefined();
+    expect(signedWith(world.sim, TEST_APPID, config, page)).toBeUndefined();
   });
 
   it.each([
@@ -166,74 +151,4 @@ describe('tickets', () => {
     expect(world.sim.calls.ticket).toBe(2);
     expect(world.sim.calls.token).toBe(1);
   });
-
-  // The first ticket is seen with no record of its age (WeChat answers an existing ticket with the
-  // full 12 s again): nothing is promised for it and it is asked for again every 1.2 s. The next one
-  // was born between two answers, so its life is counted from the earlier; past that life it is
-  // promised nothing and asked for every 200 ms. A ticket is handed out dead only within such a
-  // recheck of its death, and never with a promise past it.
-  const UNKNOWN_AGE_RECHECK_MS = unknownAgeRecheckMs(12_000);
-  it('12-second tickets under steady load for 26 s: no ticket promised past its death, a dead one only within a recheck of its death', async () => {
-    // A simulator of its own: no ticket issued under another lifetime lingers in it.
-    const own = await startWorld({ ticketLifetimeSeconds: 12 });
-    try {
-      const sim = own.sim;
-      const env = own.env({ CACHE_KEY_PREFIX: unique('short') });
-      const instances = await pool.spawn(2, env);
-      sim.resetCounters();
-      const url = 'https://example.com/page';
-      const endAt = Date.now() + 26_000;
-      const bad: string[] = [];
-      let signed = 0;
-      /** A dead ticket handed out: only within one recheck of its death (plus a request's time). */
-      const dead = (ticket: string, what: string) => {
-        const issued = sim.ticketsIssued(TEST_APPID, 'jsapi');
-        const lateMs = Date.now() - (issued.find((t) => t.ticket === ticket)?.expiresAtMs ?? 0);
-        if (lateMs > UNKNOWN_AGE_RECHECK_MS + 500)
-          bad.push(
-            `${what} a ${sim.ticketStatus(ticket)} ticket (#${issued.findIndex((t) => t.ticket === ticket)}, ${lateMs} ms after its death)`,
-          );
-        else deadFirst++;
-      };
-      let deadFirst = 0;
-      await Promise.all(
-        instances.map(async (instance, i) => {
-          while (Date.now() < endAt) {
-            if (i === 0) {
-              const config = await instance.invoke<Config>({
-                action: 'jssdk_config',
-                appid: TEST_APPID,
-                url,
-              });
-              const ticket = signedWith(config, url, sim);
-              if (!ticket) bad.push('signature over no issued ticket');
-              else if (sim.ticketStatus(ticket) !== 'valid') dead(ticket, 'signature over');
-              signed++;
-            } else {
-              const body = await instance.invoke<TicketBody>({
-                action: 'get_ticket',
-                appid: TEST_APPID,
-                type: 'jsapi',
-              });
-              if (sim.ticketStatus(body.ticket) !== 'valid') dead(body.ticket, 'served');
-              // The promise: the ticket lives at least until expires_at.
-              const info = sim.ticketsIssued(TEST_APPID, 'jsapi').find((t) => t.ticket === body.ticket);
-              if (info && body.expires_at * 1000 > info.expiresAtMs) bad.push('promised past its death');
-            }
-            await new Promise((r) => setTimeout(r, 30));
-          }
-        }),
-      );
-      expect(signed).toBeGreaterThan(200);
-      expect(bad).toEqual([]);
-      expect(sim.ticketsIssued(TEST_APPID, 'jsapi').length).toBeGreaterThanOrEqual(2);
-      console.log(
-        `12-s tickets: ${signed} signatures over 26 s, ${sim.calls.ticket} getticket calls, ${sim.ticketsIssued(TEST_APPID, 'jsapi').length} tickets, ${deadFirst} answers with a ticket within a recheck after its death`,
-      );
-      // While the first ticket's age is unknown: one call per recheck (12 s / 1.2 s); then a few per known life.
-      expect(sim.calls.ticket).toBeLessThanOrEqual(Math.ceil(12_000 / UNKNOWN_AGE_RECHECK_MS) + 1 + 4 * 3);
-    } finally {
-      await own.close();
-    }
-  }, 60_000);
 });

@@ -1,13 +1,17 @@
 /**
- * Every line a test file (and the handler code it runs) prints is copied to a per-file log that the
- * global teardown scans for secrets and tokens. The service's JSON lines are not echoed to the terminal.
+ * Every line a test file (and the handler code it runs) prints — on stdout, stderr or the console —
+ * is copied to a per-file log that the log check (log-check.ts) scans for secrets and tokens. The
+ * service's JSON lines are not echoed to the terminal.
  */
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { format } from 'node:util';
 import { inject } from 'vitest';
 
 const dir = inject('outputDir');
 const file = join(dir, `${process.pid}-${Math.random().toString(36).slice(2)}.log`);
+// Created at once, so the log check counts every test file it covered, silent ones included.
+appendFileSync(file, '');
 
 for (const stream of [process.stdout, process.stderr]) {
   const original = stream.write.bind(stream) as (...args: unknown[]) => boolean;
@@ -18,6 +22,16 @@ for (const stream of [process.stdout, process.stderr]) {
     if (text.startsWith('{"')) return true;
     return original(chunk, ...rest);
   }) as typeof stream.write;
+}
+
+// vitest sends console output from the test worker to the main process itself, not through the
+// streams above: copy it here too.
+for (const method of ['log', 'info', 'warn', 'error', 'debug', 'trace'] as const) {
+  const original = console[method].bind(console);
+  console[method] = (...args: unknown[]) => {
+    appendFileSync(file, `${format(...args)}\n`);
+    original(...args);
+  };
 }
 
 /** Output of child processes (other "instances") goes through here too. */

@@ -1,11 +1,40 @@
+/**
+ * MemcachedStore over real sockets to servers that cannot answer, and over a memjs stand-in. Time is
+ * faked (setTimeout, setImmediate, performance.now): a call's time bound is checked by moving the
+ * clock, never by waiting; connections and refusals are real I/O on loopback.
+ */
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { setImmediate as ioTurn } from 'node:timers/promises';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { ServiceError } from '../../../lib/errors.ts';
 import { MemcachedStore, type MemjsLike } from '../../../lib/store/memcached.ts';
 import { failure } from '../../support/failure.ts';
 
 const TIMEOUT_MS = 60;
-/** A call is an attempt and a retry with at least 1 s (call-guard.ts); allow slack on a busy machine. */
-const WORST_CASE_MS = TIMEOUT_MS + 1000 + 200;
+/** The retry on a fresh connection gets at least 1 s (call-guard.ts). */
+const RETRY_MS = 1000;
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'performance'] });
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+/** Settles `call` into its error or `'pending'`, without moving the clock. */
+function track(call: Promise<unknown>): () => ServiceError | 'pending' {
+  let outcome: ServiceError | 'pending' = 'pending';
+  failure(call).then((err) => {
+    outcome = err;
+  });
+  return () => outcome;
+}
+
+/** Lets `ms` of fake time pass, then the guard's extra loop turn (a fake setImmediate). */
+async function elapse(ms: number): Promise<void> {
+  await vi.advanceTimersByTimeAsync(ms);
+  await vi.advanceTimersByTimeAsync(1);
+}
 
 async function listen(server: Server): Promise<number> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -38,16 +67,21 @@ describe('MemcachedStore when memcached cannot answer', () => {
     ['add', (s: MemcachedStore) => s.add('wts:v1:k', 'v', 60)],
     ['delete', (s: MemcachedStore) => s.delete('wts:v1:k')],
     ['increment', (s: MemcachedStore) => s.increment('wts:v1:k', 60)],
-  ])('fails %s with cache_unavailable within the timeout when the port is closed', async (op, run) => {
-    const s = store([`127.0.0.1:${await closedPort()}`]);
-    const started = performance.now();
-    const err = await failure(run(s));
-    const elapsedMs = performance.now() - started;
-    expect(err.code).toBe('cache_unavailable');
-    expect(err.status).toBe(503);
-    expect(err.message).toContain(op);
-    expect(elapsedMs).toBeLessThan(WORST_CASE_MS);
-  });
+  ])(
+    'fails %s with cache_unavailable at once, without waiting for its timeout, when the port is closed',
+    async (op, run) => {
+      const s = store([`127.0.0.1:${await closedPort()}`]);
+      // The clock does not move: a refused connection must fail the call by itself (were it to wait for
+      // its timeout, this test would time out instead).
+      const err = await failure(run(s));
+      expect(err.code).toBe('cache_unavailable');
+      expect(err.status).toBe(503);
+      expect(err.message).toContain(op);
+      expect(err.message).toMatch(/failed twice/);
+      // Nothing is left armed for the timeout it did not need.
+      expect(vi.getTimerCount()).toBe(0);
+    },
+  );
 
   it('leaves no socket behind after close, so the process can exit', async () => {
     const before = process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
@@ -55,7 +89,7 @@ describe('MemcachedStore when memcached cannot answer', () => {
     expect((await failure(s.get('wts:v1:k'))).code).toBe('cache_unavailable');
     expect((await failure(s.get('wts:v1:k'))).code).toBe('cache_unavailable');
     await s.close();
-    await new Promise((resolve) => setImmediate(resolve));
+    await ioTurn();
     const after = process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
     expect(after).toBeLessThanOrEqual(before);
   });
@@ -64,9 +98,12 @@ describe('MemcachedStore when memcached cannot answer', () => {
     const accepted = new Set<Socket>();
     // allowHalfOpen: like a frozen memcached, the server never closes its side of a connection, so a
     // client socket that memjs only end()s stays open and keeps the process alive.
+    let onAccept: () => void = () => {};
     const frozen = createServer({ allowHalfOpen: true }, (socket) => {
       accepted.add(socket);
+      onAccept();
     });
+    const firstAccept = new Promise<void>((resolve) => (onAccept = resolve));
     const port = await listen(frozen);
     const tcpSockets = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
     const before = tcpSockets();
@@ -74,15 +111,20 @@ describe('MemcachedStore when memcached cannot answer', () => {
       // No fail-fast window, so every call really goes to the frozen server.
       const s = store([`127.0.0.1:${port}`], 0);
       // The first request times out; the ones right after it run into memjs's own state after a
-      // timeout (it can orphan a connection and lose the request): each must still fail, in bounded time.
+      // timeout (it can orphan a connection and lose the request): each must still fail, in bounded
+      // time — at most an attempt of TIMEOUT_MS and a retry of RETRY_MS on a fresh connection.
       for (let i = 0; i < 3; i++) {
-        const started = performance.now();
-        expect((await failure(s.get('wts:v1:k'))).code).toBe('cache_unavailable');
-        expect(performance.now() - started).toBeLessThan(WORST_CASE_MS);
+        const outcome = track(s.get('wts:v1:k'));
+        // Time starts once the server holds the connection: nothing but the timeout can end the call.
+        if (i === 0) await firstAccept;
+        await elapse(TIMEOUT_MS - 5);
+        expect(outcome()).toBe('pending');
+        await elapse(RETRY_MS + 10);
+        expect(outcome()).toMatchObject({ code: 'cache_unavailable' });
       }
       expect(accepted.size).toBeGreaterThan(0);
       await s.close();
-      await new Promise((resolve) => setImmediate(resolve));
+      await ioTurn();
       // Only the server's own ends of the connections remain in this process.
       expect(tcpSockets()).toBeLessThanOrEqual(before + accepted.size);
     } finally {
@@ -200,12 +242,10 @@ describe('MemcachedStore over the memjs calls it uses', () => {
 
   // The guard timer bounding a call must not outlive it (a short-lived process would wait for it).
   it('leaves no timer armed after a call that succeeded', async () => {
-    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
     const fake = fakeMemjs();
     const s = new MemcachedStore({ servers: [], timeoutMs: TIMEOUT_MS }, fake.client);
-    const before = timers();
     for (let i = 0; i < 10; i++) await s.get('k');
-    expect(timers()).toBe(before);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it("retries a call that lost its connection once, after dropping that key's connection", async () => {
