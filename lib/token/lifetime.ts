@@ -152,6 +152,21 @@ export function unknownAgeRecheckMs(lifeMs: number): number {
   return Math.max(1000, Math.min(60_000, Math.floor(lifeMs / 10)));
 }
 
+/**
+ * When a request refreshes inline: a little after the schedule may (one schedule interval, at most
+ * half the remaining window), so that with steady traffic the schedule, not a user, waits on WeChat.
+ * Promises do not change: they are bounded by `refreshAtMs`, the earliest refresh of either kind.
+ */
+export function userRefreshAtMs(record: TokenRecord, settings: { scheduleIntervalSeconds: number }): number {
+  // A ticket of unknown age is asked for again on time: how soon it dies is not known.
+  if (record.ageUnknown) return record.refreshAtMs;
+  const headStartMs = Math.min(
+    settings.scheduleIntervalSeconds * 1000,
+    Math.floor((record.expiresAtMs - record.refreshAtMs) / 2),
+  );
+  return record.refreshAtMs + Math.max(0, headStartMs);
+}
+
 /** Whole seconds from `nowMs` to `untilMs`, never negative. */
 export function secondsUntil(untilMs: number, nowMs: number): number {
   return Math.max(0, Math.floor((untilMs - nowMs) / 1000));

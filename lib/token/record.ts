@@ -3,6 +3,7 @@
  * WeChat granted, encoded, validated when read back, and how long Memcached keeps it.
  */
 import { APPID_PATTERN, type Grant, type Origin, type TokenKind, type TokenRecord } from '../domain.ts';
+import type { KeyValueStore, Telemetry } from '../ports.ts';
 import { type LifetimeSettings, naturalExpiryMs, refreshAtMs, unknownAgeRecheckMs } from './lifetime.ts';
 
 /** The record format version: part of every key, so a format change never reads old values. */
@@ -218,6 +219,23 @@ function ticketLife(
 /** How often a ticket past its counted life is asked for again: a tenth of its birth's uncertainty. */
 function dyingRecheckMs(bornWithinMs: number): number {
   return Math.max(200, Math.floor(bornWithinMs / 10));
+}
+
+/**
+ * Reads the record of `target`; anything that is not a valid record of it counts as missing and is
+ * reported (`record.invalid`). Throws `cache_unavailable`.
+ */
+export async function readRecord(
+  store: KeyValueStore,
+  telemetry: Telemetry,
+  target: { kind: TokenKind; appid: string; keys: RecordKeys },
+): Promise<TokenRecord | null> {
+  const text = await store.get(target.keys.record);
+  const record = decodeRecord(text, target.kind, target.appid);
+  if (text !== null && record === null) {
+    telemetry.emit({ event: 'record.invalid', kind: target.kind, appid: target.appid });
+  }
+  return record;
 }
 
 /** Memcached TTL of a record: WeChat's lifetime, so a dead token disappears by itself. */

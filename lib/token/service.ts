@@ -15,20 +15,11 @@
  *      released without writing, share its failure; take over when the lease lapsed.
  *   6. The fetch failed but the current record is still valid: serve it, warn, count (`stale`).
  *
- * Passive refresh (a consumer saw 40001 with token X): refresh only when X is still the current
- * token, at least PASSIVE_REFRESH_MIN_AGE_SECONDS old, and within the daily budget; every reporter,
- * lock losers included, then gets the new token; a report of an older or unknown token gets the
- * current one back without any fetch.
- *
- * Quota protection (upstream-guard.ts): upstream calls are counted per appid per WeChat day; a
- * credential, IP or quota failure is remembered in the cache (45009 until the quota day ends) so that no other request or
- * instance repeats it; the last valid token is served meanwhile. An exhausted classic quota turns to
- * the stable endpoint, and so does a classic call that failed ambiguously (it may have issued a
- * token: a second classic call would kill the cached one at once).
- *
- * Cache outage (outage.ts): serve the memory copy while valid; otherwise fetch without the shared lock — a stable
- * token (which no classic fetch invalidates) for every app under the default policy — shared by the
- * concurrent requests of this instance.
+ * Passive refresh: a report that token X failed refreshes only when X is still the current token,
+ * min age old and within the daily budget; every reporter then gets the new token, and X is dead for
+ * good (reported.ts). Beside the algorithm: the quota guard (upstream-guard.ts), how each kind is
+ * fetched — including the record-loss rule, a missing classic record gets a stable token first
+ * (fetchers.ts, lifetime.ts) — and the cache outage (outage.ts).
  */
 
 import type { CacheOutagePolicy, MissingRecordPolicy } from '../config.ts';
@@ -37,17 +28,17 @@ import { ServiceError } from '../errors.ts';
 import type { Clock, KeyValueStore, SecretSource, Telemetry, WeChatApi } from '../ports.ts';
 import { requireApp } from '../secrets/credentials.ts';
 import { type FetchContext, type FetcherDeps, type Target, ticketTarget, tokenTarget } from './fetchers.ts';
-import type { LifetimeSettings } from './lifetime.ts';
+import { type LifetimeSettings, userRefreshAtMs } from './lifetime.ts';
 import { isCacheDown, type LockHandle, RefreshLock } from './lock.ts';
 import { MemoryCopies } from './memory-copy.ts';
 import { Outage } from './outage.ts';
 import { type QuotaResetResult, resetQuota } from './quota-reset.ts';
 import {
   buildRecord,
-  decodeRecord,
   encodeRecord,
   type Fetched,
   hashJitter,
+  readRecord,
   recordTtlSeconds,
 } from './record.ts';
 import { ReportedTokens } from './reported.ts';
@@ -208,7 +199,7 @@ export class TokenService {
       const now = clock.now();
       if (
         now - memory.confirmedAtMs < settings.memoryCacheSeconds * 1000 &&
-        now < this.#userRefreshAtMs(memory.record) &&
+        now < userRefreshAtMs(memory.record, this.#deps.settings) &&
         this.#memory.guaranteedUntilMs(memory) > now
       ) {
         if (this.#outage.owesWriteBack(target.keys.record)) await this.#outage.writeBack(target, memory, now);
@@ -224,7 +215,7 @@ export class TokenService {
       throw err;
     }
     const now = clock.now();
-    if (current && now < this.#userRefreshAtMs(current) && now < current.expiresAtMs) {
+    if (current && now < userRefreshAtMs(current, this.#deps.settings) && now < current.expiresAtMs) {
       return this.#memory.serveRecord(current, now, 'cache');
     }
     if (!current && memory && (await this.#outage.writeBack(target, memory, now)) === 'written') {
@@ -419,21 +410,6 @@ export class TokenService {
 
   // ---- helpers -------------------------------------------------------------------------------
 
-  /**
-   * When a request refreshes inline: a little after the schedule may (one schedule interval, at most
-   * half the remaining window), so that with steady traffic the schedule, not a user, waits on WeChat.
-   * Promises do not change: they are bounded by `refreshAtMs`, the earliest refresh of either kind.
-   */
-  #userRefreshAtMs(record: TokenRecord): number {
-    // A ticket of unknown age is asked for again on time: how soon it dies is not known.
-    if (record.ageUnknown) return record.refreshAtMs;
-    const headStartMs = Math.min(
-      this.#deps.settings.scheduleIntervalSeconds * 1000,
-      Math.floor((record.expiresAtMs - record.refreshAtMs) / 2),
-    );
-    return record.refreshAtMs + Math.max(0, headStartMs);
-  }
-
   #ticketTarget(appid: string, type: TicketType): Target {
     return ticketTarget(
       this.#fetchers,
@@ -446,13 +422,8 @@ export class TokenService {
     );
   }
 
-  async #read(target: Target): Promise<TokenRecord | null> {
-    const text = await this.#deps.store.get(target.keys.record);
-    const record = decodeRecord(text, target.kind, target.appid);
-    if (text !== null && record === null) {
-      this.#deps.telemetry.emit({ event: 'record.invalid', kind: target.kind, appid: target.appid });
-    }
-    return record;
+  #read(target: Target): Promise<TokenRecord | null> {
+    return readRecord(this.#deps.store, this.#deps.telemetry, target);
   }
 
   #buildRecord(target: Target, fetched: Fetched, previous: TokenRecord | null): TokenRecord {
