@@ -39,6 +39,7 @@ export function createHandler(overrides: ContainerOverrides = {}) {
     const remainingMs = context?.getRemainingTimeInMillis?.() ?? DEFAULT_REMAINING_MS;
     const ctx = { deadlineAtMs: c.clock.now() + remainingMs - c.config.deadlineMarginMs };
     c.log.setRequestId(context?.awsRequestId);
+    c.store.bound?.(ctx.deadlineAtMs);
     switch (kind) {
       case 'schedule':
         return handleSchedule(c, ctx, startedAtMs);

@@ -32,6 +32,11 @@ export interface KeyValueStore {
    * (the TTL is set only when the counter is created).
    */
   increment(key: string, ttlSeconds: number): Promise<number>;
+  /**
+   * Calls from now on end by `deadlineAtMs` (epoch ms): the invocation's deadline. A Lambda instance
+   * runs one invocation at a time, so the handler sets it as each one starts.
+   */
+  bound?(deadlineAtMs: number): void;
   /** Releases connections. */
   close(): Promise<void>;
 }

@@ -34,6 +34,9 @@ export interface CallGuardOptions {
   monotonic?: () => number;
 }
 
+/** Below this much time before the deadline, a call is not started. */
+const DEADLINE_RESERVE_MS = 20;
+
 /** The retry on a fresh connection may take this many times the first attempt's time, at least 1 s. */
 const RETRY_TIME_FACTOR = 4;
 const RETRY_MIN_MS = 1000;
@@ -71,12 +74,19 @@ export class CallGuard {
   /** Memcached was found unreachable and has not answered since. */
   #down = false;
   #downUntilMs = 0;
+  /** The invocation's deadline (epoch ms): no attempt runs past it. */
+  #deadlineAtMs = Number.POSITIVE_INFINITY;
 
   constructor(options: CallGuardOptions) {
     this.#timeoutMs = options.timeoutMs;
     this.#failFastMs = options.failFastMs ?? 1000;
     this.#now = options.now ?? Date.now;
     this.#monotonic = options.monotonic ?? (() => performance.now());
+  }
+
+  /** Calls from now on end by `deadlineAtMs` (wall clock, epoch ms). */
+  bound(deadlineAtMs: number): void {
+    this.#deadlineAtMs = deadlineAtMs;
   }
 
   /**
@@ -93,11 +103,21 @@ export class CallGuard {
     const attempts = this.#down ? 1 : 2;
     let first: unknown;
     let drops = 0;
+    /** The last attempt was shortened by the deadline: its timeout proves nothing about Memcached. */
+    let cut = false;
     for (let n = 1; n <= attempts; n++) {
       try {
-        const timeoutMs =
+        const leftMs = this.#deadlineAtMs - this.#now() - DEADLINE_RESERVE_MS;
+        if (leftMs <= 0) {
+          throw new ServiceError(
+            'cache_unavailable',
+            `Memcached ${operation} not attempted: the invocation has no time left${first === undefined ? '' : ` (${describe(first)})`}`,
+          );
+        }
+        const intendedMs =
           n === 1 ? this.#timeoutMs : Math.max(RETRY_MIN_MS, RETRY_TIME_FACTOR * this.#timeoutMs);
-        const value = await this.#bounded(attempt, timeoutMs);
+        cut = leftMs < intendedMs;
+        const value = await this.#bounded(attempt, Math.min(leftMs, intendedMs));
         this.#down = false;
         return value;
       } catch (err) {
@@ -115,6 +135,13 @@ export class CallGuard {
         reset();
         first ??= err;
       }
+    }
+    if (cut) {
+      throw new ServiceError(
+        'cache_unavailable',
+        `Memcached ${operation} got no answer before the invocation's deadline: ${describe(first)}`,
+        { cause: first },
+      );
     }
     const probe = this.#down;
     this.#down = true;

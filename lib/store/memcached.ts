@@ -173,6 +173,10 @@ export class MemcachedStore implements KeyValueStore {
     );
   }
 
+  bound(deadlineAtMs: number): void {
+    this.#guard.bound(deadlineAtMs);
+  }
+
   async close(): Promise<void> {
     this.#client.close();
     for (const socket of this.#sockets) socket.destroy();

@@ -111,6 +111,9 @@ export class Outage {
       this.#fetches.set(key, inFlight);
     }
     const record = await inFlight;
+    // A stable token handed back while it lives may be the one reported: without the cache there is no
+    // refresh that could replace it safely, so the reporter gets the outage, never that token.
+    if (record.value === avoid) throw cause;
     return memory.serveRecord(record, clock.now(), 'wechat');
   }
 }

@@ -133,7 +133,8 @@ describe('memcached frozen (SIGSTOP) for 6 s under load', () => {
     );
     for (const body of coldBodies) {
       if (body.access_token) expect(world.sim.tokenStatus(body.access_token)).toBe('valid');
-      else expect(body.error?.code).toBe('cache_unavailable');
+      // Or a clean, retryable 503: the cache did not answer, or no time was left for WeChat after it.
+      else expect(['cache_unavailable', 'wechat_timeout']).toContain(body.error?.code);
     }
     // The first call finds Memcached unreachable after 200 ms and a 1-s retry on a fresh connection;
     // later calls fail fast or probe once (200 ms): each answer comes inside its 3-s invocation.

@@ -70,7 +70,10 @@ describe('tickets', () => {
               if (sim.ticketStatus(body.ticket) !== 'valid') dead(body.ticket, 'served');
               // The promise: the ticket lives at least until expires_at.
               const info = sim.ticketsIssued(TEST_APPID, 'jsapi').find((t) => t.ticket === body.ticket);
-              if (info && body.expires_at * 1000 > info.expiresAtMs) bad.push('promised past its death');
+              if (info && body.expires_at * 1000 > info.expiresAtMs)
+                bad.push(
+                  `promised ticket #${sim.ticketsIssued(TEST_APPID, 'jsapi').indexOf(info)} ${body.expires_at * 1000 - info.expiresAtMs} ms past its death (expires_in ${body.expires_in})`,
+                );
             }
             await new Promise((r) => setTimeout(r, 30));
           }

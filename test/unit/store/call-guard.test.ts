@@ -154,6 +154,25 @@ describe('CallGuard', () => {
     expect(err.cause).toBeInstanceOf(AttemptTimeout);
   });
 
+  it('ends every call by the invocation deadline it is bound to: a shorter attempt, no retry past it', async () => {
+    const g = guard();
+    g.bound(wallMs + 300);
+    const attempt = vi.fn(() => new Promise<string>(() => {}));
+    const call = failure(g.run('get', attempt, () => {}));
+    // The first attempt has its 250 ms; the retry only what is left before the deadline (less 20 ms).
+    await elapse(TIMEOUT_MS);
+    expect(attempt).toHaveBeenCalledTimes(2);
+    await elapse(30);
+    const err = await call;
+    expect(err.code).toBe('cache_unavailable');
+    expect(wallMs).toBeLessThanOrEqual(Date.UTC(2025, 0, 15, 4, 0, 0) + 300);
+
+    // With no time left, no attempt is made at all.
+    g.bound(wallMs + 10);
+    expect((await failure(g.run('get', attempt, () => {}))).message).toMatch(/no time left/);
+    expect(attempt).toHaveBeenCalledTimes(2);
+  });
+
   it('lets an answer already waiting win over a timer that fires at the same moment', async () => {
     const answer = deferred<string>();
     const call = guard().run(

@@ -466,6 +466,17 @@ describe('2d. a reported token is dead for good', () => {
     expect(during.value).toBe('AT-2');
   });
 
+  it('answers cache_unavailable during an outage rather than hand back a reported stable token WeChat hands out again', async () => {
+    const w = world({ settings: { cacheOutagePolicy: 'stable_fallback' } });
+    w.wechat.tokenResponder = () => ({ value: 'ST-same', expiresInSeconds: 7200 });
+    w.storeOf('a').down = true;
+
+    await expect(w.a.refreshAccessToken(w.appid, 'ST-same', w.ctx())).rejects.toMatchObject({
+      code: 'cache_unavailable',
+    });
+    expect(w.wechat.tokenCalls.map((c) => c.api)).toEqual(['stable']);
+  });
+
   it('answers wechat_unavailable rather than hand back the token reported, should WeChat hand it out again', async () => {
     const w = world({ app: { tokenApi: 'stable' } });
     w.wechat.tokenResponder = () => ({ value: 'ST-same', expiresInSeconds: 7200 });
