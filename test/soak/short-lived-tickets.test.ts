@@ -72,7 +72,7 @@ describe('tickets', () => {
               const info = sim.ticketsIssued(TEST_APPID, 'jsapi').find((t) => t.ticket === body.ticket);
               if (info && body.expires_at * 1000 > info.expiresAtMs)
                 bad.push(
-                  `promised ticket #${sim.ticketsIssued(TEST_APPID, 'jsapi').indexOf(info)} ${body.expires_at * 1000 - info.expiresAtMs} ms past its death (expires_in ${body.expires_in})`,
+                  `promised ticket #${sim.ticketsIssued(TEST_APPID, 'jsapi').findIndex((t) => t.ticket === info.ticket)} ${body.expires_at * 1000 - info.expiresAtMs} ms past its death (expires_in ${body.expires_in})`,
                 );
             }
             await new Promise((r) => setTimeout(r, 30));
