@@ -7,7 +7,7 @@
  */
 const t0 = performance.now();
 const path = require('node:path');
-const mod = require(path.join(__dirname, '..', 'dist', 'index.js'));
+const mod = require(process.env.BENCH_DIST || path.join(__dirname, '..', 'dist', 'index.js'));
 const t1 = performance.now();
 mod
   .handler(

@@ -8,7 +8,7 @@
  */
 const path = require('node:path');
 const { randomUUID } = require('node:crypto');
-const { handler } = require(path.join(__dirname, '..', 'dist', 'index.js'));
+const { handler } = require(process.env.BENCH_DIST || path.join(__dirname, '..', 'dist', 'index.js'));
 
 const role = process.argv[2];
 const intervalMs = Number(process.argv[3]);

@@ -5,7 +5,7 @@
  * built, then all invoked at once on the parent's "go"; the tokens go back over IPC.
  */
 const path = require('node:path');
-const { createHandler } = require(path.join(__dirname, '..', 'dist', 'index.js'));
+const { createHandler } = require(process.env.BENCH_DIST || path.join(__dirname, '..', 'dist', 'index.js'));
 
 const callers = Number(process.argv[2]);
 const appid = process.env.WECHAT_APPID;
