@@ -6,9 +6,18 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { ServiceError } from '../../../lib/errors.ts';
 import type { KeyValueStore } from '../../../lib/ports.ts';
+import { parseHostPort } from '../../../lib/store/connection.ts';
 import { MemcachedStore } from '../../../lib/store/memcached.ts';
+import { TextMemcachedStore } from '../../../lib/store/memcached-text.ts';
+import { nodeSocketFactory } from '../../../lib/store/memjs-socket.ts';
 import { MemoryStore } from '../../../lib/store/memory.ts';
 import { MAX_TTL_SECONDS } from '../../../lib/store/validate.ts';
+import {
+  type MemcachedOptions,
+  type MemcachedProcess,
+  startMemcached,
+} from '../../../local/memcached-server.ts';
+import { createTestCa } from '../../support/test-ca.ts';
 
 interface ContractTarget {
   /** Called once before the suite. */
@@ -247,4 +256,58 @@ storeContract('MemcachedStore (real memcached)', {
   open: async () => new MemcachedStore({ servers: [inject('memcachedAddress')], timeoutMs: 1000 }),
   // memcached counts TTLs in whole seconds on its own clock: the only real wait in the suite.
   elapse: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+});
+
+// The same contract over every protocol and transport ElastiCache offers. Each server below is this
+// file's own, started on first use and stopped at the end.
+const ca = createTestCa();
+const started: MemcachedProcess[] = [];
+async function memcached(options: MemcachedOptions): Promise<MemcachedProcess> {
+  const mc = await startMemcached(options);
+  started.push(mc);
+  return mc;
+}
+const tlsFiles = () => ({ ...ca.issue(['localhost', '127.0.0.1']), caFile: ca.caFile });
+afterAll(async () => {
+  await Promise.all(started.map((mc) => mc.stop()));
+  ca.remove();
+});
+const realWait = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+storeContract('TextMemcachedStore (text protocol, memcached -B ascii)', {
+  open: async () => {
+    const mc = await memcached({ protocol: 'ascii' });
+    return new TextMemcachedStore({
+      node: { ...parseHostPort(mc.address), ip: null },
+      tls: false,
+      timeoutMs: 1000,
+    });
+  },
+  elapse: realWait,
+});
+
+storeContract('TextMemcachedStore over TLS (memcached -Z -B ascii, as ElastiCache Serverless)', {
+  open: async () => {
+    const mc = await memcached({ protocol: 'ascii', tls: tlsFiles() });
+    // Dialled by IP, verified against the name: as a node from Auto Discovery is.
+    return new TextMemcachedStore({
+      node: { host: 'localhost', port: mc.port, ip: mc.host },
+      tls: { ca: ca.caPem },
+      timeoutMs: 1000,
+    });
+  },
+  elapse: realWait,
+});
+
+storeContract('MemcachedStore over TLS (binary protocol, memcached -Z)', {
+  open: async () => {
+    const mc = await memcached({ tls: tlsFiles() });
+    const node = { host: 'localhost', port: mc.port, ip: mc.host };
+    return new MemcachedStore({
+      servers: [`localhost:${mc.port}`],
+      timeoutMs: 1000,
+      socket: { factory: nodeSocketFactory(node, { ca: ca.caPem }), tls: true },
+    });
+  },
+  elapse: realWait,
 });
