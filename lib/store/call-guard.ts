@@ -21,7 +21,7 @@ export class CallTimeoutError extends Error {
  * blocked (a module load, a long synchronous task, a Lambda instance thawed after a freeze): timers
  * run before I/O in a loop turn, so a plain timer would blame a healthy server for our own stall. The
  * timer therefore gives pending I/O one more turn (`setImmediate` runs after the poll phase) before it
- * rejects. `onTimeout` runs once the call is given up (an adapter may drop a connection there).
+ * rejects. `onTimeout` runs right after the call is given up (an adapter may drop a connection there).
  */
 export async function withTimeout<T>(
   run: () => Promise<T>,
@@ -33,8 +33,8 @@ export async function withTimeout<T>(
   const guard = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       immediate = setImmediate(() => {
-        options.onTimeout?.();
         reject(new CallTimeoutError(timeoutMs, options.what ?? 'no answer'));
+        options.onTimeout?.();
       });
     }, timeoutMs);
   });

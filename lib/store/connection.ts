@@ -89,11 +89,14 @@ const NOT_TLS = new Set([
 /** Connect errors after which a node is certainly not serving at that address. */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND']);
 
-/** An error's `code` (Node system and TLS errors carry one), looking through `cause`. */
+/**
+ * An error's Node code (system and TLS errors carry one: `ECONNREFUSED`, `ERR_TLS_…`), looking
+ * through `cause` — past the service's own errors, whose `code` is one of the catalogue's.
+ */
 export function errorCode(err: unknown): string | undefined {
   for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code === 'string') return code;
+    if (typeof code === 'string' && /^[A-Z][A-Z0-9_]+$/.test(code)) return code;
   }
   return undefined;
 }
