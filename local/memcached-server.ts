@@ -23,10 +23,10 @@ export interface MemcachedOptions {
    */
   protocol?: 'ascii' | 'auto';
   /**
-   * Serve TLS only (`-Z`), with this certificate chain and key (PEM files). `caFile` is the CA the
-   * readiness probe and `flush` trust.
+   * Serve TLS only (`-Z`), with this certificate chain and key (PEM files). The readiness probe and
+   * `flush` verify the server against `caFile`, by `serverName` (default: the listen address).
    */
-  tls?: { certFile: string; keyFile: string; caFile: string };
+  tls?: { certFile: string; keyFile: string; caFile: string; serverName?: string };
 }
 
 /** A running memcached child process. */
@@ -205,7 +205,12 @@ function textCommand(target: Target, command: string, timeoutMs: number): Promis
   return new Promise((resolve, reject) => {
     let received = '';
     const socket = target.tls
-      ? tlsConnect({ host, port, ca: readFileSync(target.tls.caFile, 'utf8') })
+      ? tlsConnect({
+          host,
+          port,
+          ca: readFileSync(target.tls.caFile, 'utf8'),
+          ...(target.tls.serverName ? { servername: target.tls.serverName } : {}),
+        })
       : connect({ host, port });
     const timer = setTimeout(() => {
       socket.destroy();

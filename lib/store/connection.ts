@@ -115,10 +115,10 @@ export function explainConnectionError(err: unknown, tls: boolean, answered: boo
   const code = errorCode(err);
   if (code !== undefined) {
     if (UNTRUSTED.has(code)) {
+      // Kept under 200 characters: the memjs adapter cuts messages there.
       return (
-        `TLS: the server certificate is not trusted (${code}); ElastiCache certificates chain to Amazon's ` +
-        'public roots, which Node trusts: check MEMCACHED_SERVERS names the ElastiCache endpoint, or add a ' +
-        'private CA with NODE_EXTRA_CA_CERTS'
+        `TLS: the server certificate is not trusted (${code}); Node trusts the Amazon roots ElastiCache ` +
+        'uses: check MEMCACHED_SERVERS, or add a private CA with NODE_EXTRA_CA_CERTS'
       );
     }
     if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {

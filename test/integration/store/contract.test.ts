@@ -6,7 +6,9 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { ServiceError } from '../../../lib/errors.ts';
 import type { KeyValueStore } from '../../../lib/ports.ts';
+import { ClusterStore } from '../../../lib/store/cluster.ts';
 import { parseHostPort } from '../../../lib/store/connection.ts';
+import { ConfigEndpoint } from '../../../lib/store/discovery.ts';
 import { MemcachedStore } from '../../../lib/store/memcached.ts';
 import { TextMemcachedStore } from '../../../lib/store/memcached-text.ts';
 import { nodeSocketFactory } from '../../../lib/store/memjs-socket.ts';
@@ -17,6 +19,7 @@ import {
   type MemcachedProcess,
   startMemcached,
 } from '../../../local/memcached-server.ts';
+import { type LocalConfigEndpoint, startConfigEndpoint } from '../../support/config-endpoint.ts';
 import { createTestCa } from '../../support/test-ca.ts';
 
 interface ContractTarget {
@@ -262,6 +265,7 @@ storeContract('MemcachedStore (real memcached)', {
 // file's own, started on first use and stopped at the end.
 const ca = createTestCa();
 const started: MemcachedProcess[] = [];
+const endpoints: LocalConfigEndpoint[] = [];
 async function memcached(options: MemcachedOptions): Promise<MemcachedProcess> {
   const mc = await startMemcached(options);
   started.push(mc);
@@ -269,7 +273,7 @@ async function memcached(options: MemcachedOptions): Promise<MemcachedProcess> {
 }
 const tlsFiles = () => ({ ...ca.issue(['localhost', '127.0.0.1']), caFile: ca.caFile });
 afterAll(async () => {
-  await Promise.all(started.map((mc) => mc.stop()));
+  await Promise.all([...started.map((mc) => mc.stop()), ...endpoints.map((e) => e.close())]);
   ca.remove();
 });
 const realWait = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -311,3 +315,39 @@ storeContract('MemcachedStore over TLS (binary protocol, memcached -Z)', {
   },
   elapse: realWait,
 });
+
+storeContract(
+  'ClusterStore: 3 TLS text-protocol nodes behind a TLS configuration endpoint (ketama, Auto Discovery)',
+  {
+    open: async () => {
+      const names = ['node1.wts.test', 'node2.wts.test', 'node3.wts.test'];
+      const certificate = ca.issue([...names, 'localhost', '127.0.0.1', '127.0.0.2', '127.0.0.3']);
+      const nodes = await Promise.all(
+        [1, 2, 3].map((i) =>
+          memcached({ host: `127.0.0.${i}`, protocol: 'ascii', tls: { ...certificate, caFile: ca.caFile } }),
+        ),
+      );
+      const endpoint = await startConfigEndpoint(
+        nodes.map((mc, i) => ({ host: names[i] as string, ip: mc.host, port: mc.port })),
+        { tls: certificate },
+      );
+      endpoints.push(endpoint);
+      const tls = { ca: ca.caPem };
+      return new ClusterStore({
+        source: {
+          kind: 'discovery',
+          endpoint: new ConfigEndpoint({
+            endpoint: { host: 'localhost', port: endpoint.port, ip: '127.0.0.1' },
+            tls,
+            timeoutMs: 1000,
+          }),
+        },
+        connect: (node) => new TextMemcachedStore({ node, tls, timeoutMs: 1000 }),
+        timeoutMs: 1000,
+        lockLeaseSeconds: 10,
+        journalPrefix: 'contract:topology',
+      });
+    },
+    elapse: realWait,
+  },
+);
