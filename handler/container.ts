@@ -138,7 +138,10 @@ function buildStore(
     auto_discovery: autoDiscovery,
   });
   if (addresses.length === 1 && !autoDiscovery) {
-    return { store: nodeStore(addresses[0] as NodeAddress), topology: () => report(1) };
+    const store = nodeStore(addresses[0] as NodeAddress);
+    // Connect while the cold start does other work: a TLS handshake is the costly part of a first call.
+    if (store instanceof TextMemcachedStore) store.warm();
+    return { store, topology: () => report(1) };
   }
   const cluster = new ClusterStore({
     source: autoDiscovery
@@ -148,7 +151,6 @@ function buildStore(
         }
       : { kind: 'static', nodes: addresses },
     connect: nodeStore,
-    timeoutMs,
     intervalMs: discoveryIntervalSeconds * 1000,
     lockLeaseSeconds: config.lockLeaseSeconds,
     journalPrefix: `${config.cacheKeyPrefix}:topology`,

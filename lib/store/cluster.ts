@@ -61,7 +61,6 @@
  */
 import { ServiceError } from '../errors.ts';
 import type { KeyValueStore } from '../ports.ts';
-import { withTimeout } from './call-guard.ts';
 import { isUnreachable, type NodeAddress, nodeName } from './connection.ts';
 import { type ClusterConfig, parseClusterConfig } from './discovery.ts';
 import { KetamaRing } from './ketama.ts';
@@ -84,8 +83,6 @@ export interface ClusterStoreOptions {
   source: NodeListSource;
   /** Builds the adapter of one node (memjs or text protocol, plain or TLS). */
   connect(node: NodeAddress): KeyValueStore;
-  /** The bound of each node call: also bounds each step of a discovery round. */
-  timeoutMs: number;
   /** How often the node list is asked for (discovery only); 60 000 by default. */
   intervalMs?: number;
   /** The refresh lock's lease, whole seconds: part of the transition window (rule 3). */
@@ -404,7 +401,7 @@ export class ClusterStore implements KeyValueStore {
 
   /** Rule 1: ask the endpoint, write our list to the journal, read the journal, then route. */
   async #discover(): Promise<void> {
-    const { source, timeoutMs } = this.#options;
+    const { source } = this.#options;
     if (source.kind !== 'discovery') return;
     let config: ClusterConfig | undefined;
     let configError: unknown;
@@ -422,10 +419,8 @@ export class ClusterStore implements KeyValueStore {
     if (config) {
       const entry = encodeJournal(config);
       const key = this.#journalKey(config.version);
-      await withTimeout(
-        () => Promise.allSettled(nodes.map((node) => this.#connectTo(node).set(key, entry, ttl))),
-        timeoutMs * 2,
-      ).catch(() => {});
+      // Each node call is bounded by its adapter; a node that fails here fails its calls below too.
+      await Promise.allSettled(nodes.map((node) => this.#connectTo(node).set(key, entry, ttl)));
     }
 
     const center = Math.max(config?.version ?? 0, ...this.#lists.map((l) => l.version));
@@ -433,15 +428,11 @@ export class ClusterStore implements KeyValueStore {
     for (let v = Math.max(0, center - JOURNAL_PROBE); v <= center + JOURNAL_PROBE; v++) {
       if (v !== config?.version) versions.push(v);
     }
-    const reads = await withTimeout(
-      () =>
-        Promise.allSettled(
-          nodes.flatMap((node) =>
-            versions.map(async (v) => ({ v, text: await this.#connectTo(node).get(this.#journalKey(v)) })),
-          ),
-        ),
-      timeoutMs * 2,
-    ).catch(() => [] as PromiseSettledResult<{ v: number; text: string | null }>[]);
+    const reads = await Promise.allSettled(
+      nodes.flatMap((node) =>
+        versions.map(async (v) => ({ v, text: await this.#connectTo(node).get(this.#journalKey(v)) })),
+      ),
+    );
 
     const now = this.#now();
     const answeredNodes = new Set<string>();

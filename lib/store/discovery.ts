@@ -19,6 +19,7 @@ import { isIP } from 'node:net';
 import { ServiceError } from '../errors.ts';
 import { CallTimeoutError, withTimeout } from './call-guard.ts';
 import type { NodeAddress, TlsSettings } from './connection.ts';
+import { CONNECT_ALLOWANCE_MS } from './memcached-text.ts';
 import { ConnectionFailure, ServerErrorReply, TextConnection } from './text-connection.ts';
 
 /** One node-list answer. */
@@ -77,6 +78,8 @@ export interface ConfigEndpointOptions {
   endpoint: NodeAddress;
   tls: TlsSettings | false;
   timeoutMs: number;
+  /** Extra time when the question needs a new connection (see `TextMemcachedStoreOptions`). */
+  connectAllowanceMs?: number;
 }
 
 /** The configuration endpoint of a cluster: asks it for the node list. */
@@ -101,13 +104,14 @@ export class ConfigEndpoint {
       staleAfterMs: this.#options.timeoutMs,
     });
     const connection = this.#connection;
+    const allowanceMs = connection.established
+      ? 0
+      : (this.#options.connectAllowanceMs ?? CONNECT_ALLOWANCE_MS);
     try {
       const reply = await withTimeout(
         () => connection.request('config get cluster\r\n', 'config'),
-        this.#options.timeoutMs,
-        {
-          onTimeout: () => connection.discard('no answer to config get cluster'),
-        },
+        this.#options.timeoutMs + allowanceMs,
+        { onTimeout: () => connection.discard('no answer to config get cluster') },
       );
       if (reply.shape !== 'config') throw new ConnectionFailure('a config reply was expected');
       const [block, ...more] = reply.blocks;

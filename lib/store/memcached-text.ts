@@ -29,10 +29,20 @@ export interface TextMemcachedStoreOptions {
   node: NodeAddress;
   /** TLS settings, or false for plain TCP. */
   tls: TlsSettings | false;
-  /** How long one call may take, connecting (and the TLS handshake) included. */
+  /** How long one call may take once the connection is up. */
   timeoutMs: number;
+  /**
+   * How much longer a call may take when it must wait for a new connection (default 1000 ms). A TLS
+   * handshake costs tens of milliseconds of CPU — several hundred on a small Lambda instance or at a
+   * cold start, when the first handshake also builds the CA store — which says nothing about the
+   * server: slow is not down. Refused connections and TLS errors still fail at once.
+   */
+  connectAllowanceMs?: number;
   now?: () => number;
 }
+
+/** Default of {@link TextMemcachedStoreOptions.connectAllowanceMs}. */
+export const CONNECT_ALLOWANCE_MS = 1000;
 
 /** How many times `increment` may find its counter gone between `incr` and `add` (it expired meanwhile). */
 const INCREMENT_ATTEMPTS = 3;
@@ -40,9 +50,11 @@ const INCREMENT_ATTEMPTS = 3;
 export class TextMemcachedStore implements KeyValueStore {
   readonly #connection: TextConnection;
   readonly #timeoutMs: number;
+  readonly #connectAllowanceMs: number;
 
   constructor(options: TextMemcachedStoreOptions) {
     this.#timeoutMs = options.timeoutMs;
+    this.#connectAllowanceMs = options.connectAllowanceMs ?? CONNECT_ALLOWANCE_MS;
     this.#connection = new TextConnection({
       node: options.node,
       tls: options.tls,
@@ -130,6 +142,11 @@ export class TextMemcachedStore implements KeyValueStore {
     this.#connection.close();
   }
 
+  /** Opens the connection now, so that the first call does not wait for it (a cold start's TLS handshake). */
+  warm(): void {
+    this.#connection.warm();
+  }
+
   /** The `version` command: whether the server answers at all (health checks, benchmarks). */
   async ping(): Promise<void> {
     await this.#call('version', async () => {
@@ -158,8 +175,11 @@ export class TextMemcachedStore implements KeyValueStore {
   }
 
   async #call<T>(operation: string, run: () => Promise<T>): Promise<T> {
+    const boundMs = this.#connection.established
+      ? this.#timeoutMs
+      : this.#timeoutMs + this.#connectAllowanceMs;
     try {
-      return await withTimeout(run, this.#timeoutMs, { onTimeout: () => this.#connection.noteAbandoned() });
+      return await withTimeout(run, boundMs, { onTimeout: () => this.#connection.noteAbandoned() });
     } catch (err) {
       throw new ServiceError('cache_unavailable', `Memcached ${operation} failed: ${reason(err)}`, {
         cause: err,

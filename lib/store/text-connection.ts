@@ -90,6 +90,8 @@ export class TextConnection {
   #buffer: Buffer = Buffer.alloc(0);
   /** Whether the server has sent anything on the current socket. */
   #answered = false;
+  /** Whether the current socket is connected (and, with TLS, past its handshake). */
+  #ready = false;
   #lastReceivedAtMs = 0;
   #closed = false;
 
@@ -137,6 +139,16 @@ export class TextConnection {
     }
   }
 
+  /** Whether a request sent now goes out on a connection that is already up (no connect, no handshake). */
+  get established(): boolean {
+    return this.#socket !== undefined && this.#ready;
+  }
+
+  /** Opens the connection ahead of the first request (a TLS handshake then overlaps other work). */
+  warm(): void {
+    if (!this.#closed && !this.#socket) this.#open();
+  }
+
   /**
    * Drops the connection because a reply, although well formed, is not one the request can get: the
    * stream may no longer line up with the requests. Waiting requests fail with `reason`.
@@ -154,8 +166,11 @@ export class TextConnection {
   #open(): Socket {
     const tls = this.#options.tls;
     this.#answered = false;
+    this.#ready = false;
     this.#buffer = Buffer.alloc(0);
-    const socket = openSocket(this.#options.node, tls, () => {});
+    const socket = openSocket(this.#options.node, tls, () => {
+      if (this.#socket === socket) this.#ready = true;
+    });
     this.#socket = socket;
     socket.on('data', (chunk: Buffer) => {
       if (this.#socket !== socket) return;

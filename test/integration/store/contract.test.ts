@@ -343,7 +343,6 @@ storeContract(
           }),
         },
         connect: (node) => new TextMemcachedStore({ node, tls, timeoutMs: 1000 }),
-        timeoutMs: 1000,
         lockLeaseSeconds: 10,
         journalPrefix: 'contract:topology',
       });

@@ -89,7 +89,6 @@ function world(nodeCount: number) {
     new ClusterStore({
       source: { kind: 'discovery', endpoint },
       connect: (a) => (nodes.get(`${a.host}:${a.port}`) as FakeNode).adapter(),
-      timeoutMs: 250,
       intervalMs: INTERVAL_MS,
       lockLeaseSeconds: LEASE_SECONDS,
       journalPrefix,
@@ -370,7 +369,6 @@ describe('ClusterStore with a fixed node list', () => {
     const store = new ClusterStore({
       source: { kind: 'static', nodes: [address(1), address(2)] },
       connect: (a) => (nodes.get(`${a.host}:${a.port}`) as FakeNode).adapter(),
-      timeoutMs: 250,
       lockLeaseSeconds: LEASE_SECONDS,
       journalPrefix: 'wts:topology',
       now: clock.now,
