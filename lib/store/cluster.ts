@@ -25,7 +25,8 @@
  *
  * 1. A topology journal, so that no instance routes without knowing every list in use. Each instance,
  *    whenever it reads the node list (first call, then every interval), first writes that list to
- *    every node of it under `<journal prefix>:<version>` (TTL: {@link JOURNAL_RETENTION_SECONDS}),
+ *    every node of it under `<journal prefix>:<version>` (ElastiCache raises the version at every
+ *    change, so a version names one list; TTL: {@link JOURNAL_RETENTION_SECONDS}),
  *    then reads the journal keys of nearby versions from every node of it, and only then routes.
  *    Write-then-read on a node both lists share means that of two instances on different lists, at
  *    least one sees the other's list (per-node operations are linearizable), and the one that sees
