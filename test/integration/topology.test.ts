@@ -15,6 +15,7 @@ import {
   startLocalSecretsManager,
 } from '../../local/stand-ins/secrets-manager-endpoint.ts';
 import { startWeChatSimulator, type WeChatSimulator } from '../../local/stand-ins/wechat-simulator.ts';
+import { createTestCa, type TestCa } from '../../local/test-ca.ts';
 import {
   type ConfigNode,
   type LocalConfigEndpoint,
@@ -23,7 +24,6 @@ import {
 import { httpV2, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
 import { type Instance, instancePool } from '../support/instances.ts';
 import { FLEET_APPS, TEST_APPID } from '../support/secrets.ts';
-import { createTestCa, type TestCa } from '../support/test-ca.ts';
 
 type TokenBody = { access_token: string; expires_in: number; expires_at: number };
 type Proxy = { statusCode: number; body: string };

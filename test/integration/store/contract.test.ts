@@ -19,8 +19,8 @@ import {
   type MemcachedProcess,
   startMemcached,
 } from '../../../local/memcached-server.ts';
+import { createTestCa } from '../../../local/test-ca.ts';
 import { type LocalConfigEndpoint, startConfigEndpoint } from '../../support/config-endpoint.ts';
-import { createTestCa } from '../../support/test-ca.ts';
 
 interface ContractTarget {
   /** Called once before the suite. */

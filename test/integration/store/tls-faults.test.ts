@@ -12,8 +12,8 @@ import { MemcachedStore } from '../../../lib/store/memcached.ts';
 import { TextMemcachedStore } from '../../../lib/store/memcached-text.ts';
 import { nodeSocketFactory } from '../../../lib/store/memjs-socket.ts';
 import { type MemcachedProcess, startMemcached } from '../../../local/memcached-server.ts';
+import { createTestCa } from '../../../local/test-ca.ts';
 import { failure } from '../../support/failure.ts';
-import { createTestCa } from '../../support/test-ca.ts';
 
 const TIMEOUT_MS = 300;
 /** The bound of a failing call: its timeout, plus scheduling slack on a busy 2-core machine. */

@@ -1,5 +1,6 @@
 /**
- * A throwaway certificate authority made with `openssl` at test time (keys are never committed):
+ * A throwaway certificate authority made with `openssl` at run time, for tests and the benchmark
+ * (keys live in a temporary folder and are never committed):
  * a CA, and server certificates it signed for loopback names, for memcached's TLS mode.
  */
 import { execFileSync } from 'node:child_process';
