@@ -23,7 +23,6 @@ function connectRaw(options) {
     const socket = options.tls
       ? tls.connect({ host: options.host, port: options.port, ...options.tls }, ready)
       : net.connect({ host: options.host, port: options.port }, ready);
-    socket.setNoDelay(true);
     /** Waiting requests, oldest first: each consumes its reply from `buffer`. */
     const waiting = [];
     let buffer = Buffer.alloc(0);

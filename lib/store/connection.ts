@@ -51,9 +51,7 @@ export function nodeName(node: { host: string; port: number }): string {
 export function openSocket(node: NodeAddress, tls: TlsSettings | false, onReady: () => void): Socket {
   const dial = node.ip ?? node.host;
   if (tls === false) {
-    const socket = netConnect({ host: dial, port: node.port }, onReady);
-    socket.setNoDelay(true);
-    return socket;
+    return netConnect({ host: dial, port: node.port }, onReady);
   }
   const socket = tlsConnect(
     {
@@ -66,7 +64,6 @@ export function openSocket(node: NodeAddress, tls: TlsSettings | false, onReady:
     },
     onReady,
   );
-  socket.setNoDelay(true);
   return socket;
 }
 
