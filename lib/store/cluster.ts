@@ -80,6 +80,7 @@ export type NodeListSource =
   | { kind: 'static'; nodes: NodeAddress[] }
   | { kind: 'discovery'; endpoint: { fetch(): Promise<ClusterConfig>; close(): void } };
 
+/** The node list's source, the per-node adapter factory and the timings of the rule above. */
 export interface ClusterStoreOptions {
   source: NodeListSource;
   /** Builds the adapter of one node (memjs or text protocol, plain or TLS). */
@@ -124,6 +125,11 @@ interface Owner {
   list: KnownList;
 }
 
+/**
+ * The cluster router (see the header). Calls fail with `cache_unavailable` when a node that holds
+ * the key cannot answer or the node list cannot be confirmed, `config_invalid` when the configured
+ * endpoint is not a configuration endpoint.
+ */
 export class ClusterStore implements KeyValueStore {
   readonly #options: ClusterStoreOptions;
   readonly #now: () => number;

@@ -74,6 +74,7 @@ export function parseClusterConfig(data: Buffer): ClusterConfig {
   return { version: Number(versionLine), nodes };
 }
 
+/** The configuration endpoint's address, TLS settings and timeout. */
 export interface ConfigEndpointOptions {
   endpoint: NodeAddress;
   tls: TlsSettings | false;

@@ -25,6 +25,7 @@ import {
 } from './text-connection.ts';
 import { assertValidKey, assertValidTtl } from './validate.ts';
 
+/** One node, how to reach it, and how long a call may take. */
 export interface TextMemcachedStoreOptions {
   node: NodeAddress;
   /** TLS settings, or false for plain TCP. */
@@ -47,6 +48,11 @@ export const CONNECT_ALLOWANCE_MS = 1000;
 /** How many times `increment` may find its counter gone between `incr` and `add` (it expired meanwhile). */
 const INCREMENT_ATTEMPTS = 3;
 
+/**
+ * The text-protocol adapter of one node (see the header). Every call is bounded by `timeoutMs` (plus
+ * the connect allowance when it must open a connection) and fails with `cache_unavailable` naming
+ * the cause; key and TTL errors are plain Errors (caller bugs).
+ */
 export class TextMemcachedStore implements KeyValueStore {
   readonly #connection: TextConnection;
   readonly #timeoutMs: number;

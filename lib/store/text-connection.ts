@@ -34,6 +34,7 @@ export interface ValueBlock {
   cas?: string;
 }
 
+/** A parsed reply: the line of a one-line reply, or the blocks of a `values` or `config` reply. */
 export type Reply = { shape: 'line'; line: string } | { shape: 'values' | 'config'; blocks: ValueBlock[] };
 
 /** The server answered ERROR, CLIENT_ERROR or SERVER_ERROR. */
@@ -73,6 +74,7 @@ interface Waiting {
   reject(err: Error): void;
 }
 
+/** Where a {@link TextConnection} connects, and when it gives a silent connection up. */
 export interface TextConnectionOptions {
   node: NodeAddress;
   /** TLS settings, or false for plain TCP. */
@@ -82,6 +84,7 @@ export interface TextConnectionOptions {
   now?: () => number;
 }
 
+/** One pipelined text-protocol connection, opened on first use and again after any failure (see the header). */
 export class TextConnection {
   readonly #options: TextConnectionOptions;
   readonly #now: () => number;
