@@ -171,7 +171,11 @@ async function answer(
   if (route === 'healthz') {
     const cache = await container.service.cacheReachable();
     const status = cache ? 200 : 503;
-    const result = json(status, { status: cache ? 'ok' : 'degraded', cache: cache ? 'ok' : 'unreachable' });
+    const result = json(status, {
+      status: cache ? 'ok' : 'degraded',
+      cache: cache ? 'ok' : 'unreachable',
+      topology: container.cacheTopology(),
+    });
     if (request.method === 'HEAD') result.body = '';
     return { result, log: { operation: route, status } };
   }

@@ -9,7 +9,12 @@ import { type Config, loadConfig } from '../lib/config.ts';
 import type { Clock, KeyValueStore, SecretSource, WeChatApi } from '../lib/ports.ts';
 import { StaticCredentials } from '../lib/secrets/credentials.ts';
 import { type ReadSecret, SecretsManagerCredentials, sdkReadSecret } from '../lib/secrets/secrets-manager.ts';
+import { ClusterStore } from '../lib/store/cluster.ts';
+import { type NodeAddress, parseHostPort, type TlsSettings } from '../lib/store/connection.ts';
+import { ConfigEndpoint } from '../lib/store/discovery.ts';
 import { MemcachedStore } from '../lib/store/memcached.ts';
+import { TextMemcachedStore } from '../lib/store/memcached-text.ts';
+import { nodeSocketFactory } from '../lib/store/memjs-socket.ts';
 import { MemoryStore } from '../lib/store/memory.ts';
 import { EventLog } from '../lib/telemetry/log.ts';
 import { guaranteedUntilMs, OVERLAP_MS } from '../lib/token/lifetime.ts';
@@ -21,6 +26,8 @@ export interface Container {
   config: Config;
   clock: Clock;
   store: KeyValueStore;
+  /** What /healthz shows about the cache (counts and modes, never host names). */
+  cacheTopology(): CacheTopologyReport;
   secrets: SecretSource;
   service: TokenService;
   log: EventLog;
@@ -55,7 +62,10 @@ export function buildContainer(overrides: ContainerOverrides = {}): Container {
     ...(overrides.writeLog ? { write: overrides.writeLog } : {}),
   });
   warnAboutCosts(config, log);
-  const store = overrides.store ?? buildStore(config, clock, log);
+  const built = overrides.store
+    ? { store: overrides.store, topology: () => describeOverride(config) }
+    : buildStore(config, clock, log);
+  const { store } = built;
   const secrets = overrides.secrets ?? buildSecrets(config, clock, log, overrides.readSecret);
   const wechat =
     overrides.wechat ??
@@ -76,7 +86,7 @@ export function buildContainer(overrides: ContainerOverrides = {}): Container {
     settings: config,
     instanceId: randomUUID().slice(0, 8),
   });
-  return { config, clock, store, secrets, service, log };
+  return { config, clock, store, cacheTopology: built.topology, secrets, service, log };
 }
 
 /**
@@ -118,14 +128,93 @@ function warnAboutCosts(config: Config, log: EventLog): void {
   });
 }
 
-function buildStore(config: Config, clock: Clock, log: EventLog): KeyValueStore {
-  if (!config.memcachedServers) return new MemoryStore(clock);
-  return new MemcachedStore({
-    servers: config.memcachedServers,
-    timeoutMs: config.memcachedTimeoutMs,
-    now: () => clock.now(),
-    onDiagnostic: (detail) => log.emit({ event: 'cache.diagnostic', detail }),
+/** The cache as /healthz reports it. */
+export interface CacheTopologyReport {
+  /** `memory`: the in-process store of local runs; `memcached`: MEMCACHED_SERVERS. */
+  kind: 'memory' | 'memcached';
+  /** Nodes in use (0 until Auto Discovery has answered). */
+  nodes: number;
+  protocol: 'binary' | 'text' | null;
+  tls: boolean;
+  auto_discovery: boolean;
+}
+
+/**
+ * The store MEMCACHED_SERVERS and the MEMCACHED_* topology variables describe: one node through its
+ * adapter (memjs for the binary protocol, the text-protocol adapter otherwise; TLS or not), several
+ * nodes or a configuration endpoint through the ketama cluster router with one adapter per node.
+ */
+function buildStore(
+  config: Config,
+  clock: Clock,
+  log: EventLog,
+): { store: KeyValueStore; topology: () => CacheTopologyReport } {
+  const servers = config.memcachedServers;
+  if (!servers) {
+    return {
+      store: new MemoryStore(clock),
+      topology: () => ({ kind: 'memory', nodes: 1, protocol: null, tls: false, auto_discovery: false }),
+    };
+  }
+  const { protocol, tls: useTls, autoDiscovery, discoveryIntervalSeconds } = config.memcachedTopology;
+  // Production trusts Node's CA list (which holds Amazon's roots) plus NODE_EXTRA_CA_CERTS.
+  const tls: TlsSettings | false = useTls ? {} : false;
+  const timeoutMs = config.memcachedTimeoutMs;
+  const onDiagnostic = (detail: string) => log.emit({ event: 'cache.diagnostic', detail });
+  const nodeStore = (node: NodeAddress): KeyValueStore =>
+    protocol === 'text'
+      ? new TextMemcachedStore({ node, tls, timeoutMs })
+      : new MemcachedStore({
+          // memjs names the server; the socket factory dials the node (its IP when discovery gave one).
+          servers: [`${node.host}:${node.port}`],
+          timeoutMs,
+          now: () => clock.now(),
+          onDiagnostic,
+          socket: { factory: nodeSocketFactory(node, tls), tls: useTls },
+        });
+  const addresses = servers.map((s): NodeAddress => ({ ...parseHostPort(s), ip: null }));
+  const report = (nodes: number): CacheTopologyReport => ({
+    kind: 'memcached',
+    nodes,
+    protocol,
+    tls: useTls,
+    auto_discovery: autoDiscovery,
   });
+  if (addresses.length === 1 && !autoDiscovery) {
+    const store = nodeStore(addresses[0] as NodeAddress);
+    // Connect while the cold start does other work: a TLS handshake is the costly part of a first call.
+    if (store instanceof TextMemcachedStore) store.warm();
+    return { store, topology: () => report(1) };
+  }
+  const cluster = new ClusterStore({
+    source: autoDiscovery
+      ? {
+          kind: 'discovery',
+          endpoint: new ConfigEndpoint({ endpoint: addresses[0] as NodeAddress, tls, timeoutMs }),
+        }
+      : { kind: 'static', nodes: addresses },
+    connect: nodeStore,
+    intervalMs: discoveryIntervalSeconds * 1000,
+    lockLeaseSeconds: config.lockLeaseSeconds,
+    journalPrefix: `${config.cacheKeyPrefix}:topology`,
+    now: () => clock.now(),
+    onDiagnostic,
+  });
+  return { store: cluster, topology: () => report(cluster.describe()?.nodes ?? 0) };
+}
+
+/** A store passed in by a test or harness: described by the configuration it came with. */
+function describeOverride(config: Config): CacheTopologyReport {
+  const { protocol, tls, autoDiscovery } = config.memcachedTopology;
+  return config.memcachedServers
+    ? {
+        kind: 'memcached',
+        nodes: config.memcachedServers.length,
+        protocol,
+        tls,
+        auto_discovery: autoDiscovery,
+      }
+    : { kind: 'memory', nodes: 1, protocol: null, tls: false, auto_discovery: false };
 }
 
 function buildSecrets(

@@ -41,9 +41,27 @@ export type CacheOutagePolicy =
   /** Answer 503 cache_unavailable. */
   | 'fail';
 
+/**
+ * How Memcached is reached. Defaults follow the endpoint name: ElastiCache Serverless
+ * (`….serverless.….cache.amazonaws.com`) speaks only TLS and the text protocol; a configuration
+ * endpoint (`….cfg.….cache.amazonaws.com`) lists the nodes of a node-based cluster.
+ */
+export interface CacheTopologyConfig {
+  /** MEMCACHED_PROTOCOL: `binary` (memjs) or `text`. */
+  protocol: 'binary' | 'text';
+  /** MEMCACHED_TLS: connect with TLS, verifying the server certificate. */
+  tls: boolean;
+  /** MEMCACHED_AUTO_DISCOVERY: the one MEMCACHED_SERVERS entry is a configuration endpoint. */
+  autoDiscovery: boolean;
+  /** MEMCACHED_DISCOVERY_INTERVAL_SECONDS: how often the node list is asked for (default 60). */
+  discoveryIntervalSeconds: number;
+}
+
 export interface Config {
   /** `host:port` entries; undefined → in-process store (local runs only). */
   memcachedServers: string[] | undefined;
+  /** Protocol, TLS and Auto Discovery of MEMCACHED_SERVERS. */
+  memcachedTopology: CacheTopologyConfig;
   /** Per-request Memcached timeout. */
   memcachedTimeoutMs: number;
   /** Namespace of every cache key; the record format version is appended by the store. */
@@ -119,6 +137,7 @@ export function loadConfig(env: Env = process.env): Config {
   }
   return {
     memcachedServers,
+    memcachedTopology: readCacheTopology(env, memcachedServers ?? []),
     memcachedTimeoutMs: readInt(env, 'MEMCACHED_TIMEOUT_MS', 250, 10, 10_000),
     cacheKeyPrefix: readMatch(
       env,
@@ -243,17 +262,69 @@ function readServers(env: Env, name: string): string[] | undefined {
         `entry "${server}" is not host:port (for example my-cache.abc123.cfg.use1.cache.amazonaws.com:11211)`,
       );
     }
-    // ElastiCache Serverless endpoints only speak TLS; memjs has no TLS, so fail here rather than time out later.
-    if (/\.serverless\.[a-z0-9-]+\.cache\.amazonaws\.com$/i.test(match[1] ?? '')) {
-      throw invalid(
-        name,
-        `"${server}" is an ElastiCache Serverless endpoint, which requires TLS; this service's Memcached client ` +
-          'cannot do TLS: use a node-based Memcached cluster with in-transit encryption off',
-      );
-    }
   }
   if (servers.length === 0) throw invalid(name, 'lists no server');
   return servers;
+}
+
+/** ElastiCache Serverless endpoint names: `<name>.serverless.<region>.cache.amazonaws.com`. */
+const SERVERLESS_NAME = /\.serverless\./i;
+/** Configuration endpoints of node-based clusters: `<name>.<id>.cfg.<region>.cache.amazonaws.com`. */
+const CONFIG_ENDPOINT_NAME = /\.cfg\./i;
+
+function readCacheTopology(env: Env, servers: string[]): CacheTopologyConfig {
+  const hosts = servers.map((s) => s.slice(0, s.lastIndexOf(':')));
+  const serverless = hosts.some((h) => SERVERLESS_NAME.test(h));
+  const configEndpoint = hosts.some((h) => CONFIG_ENDPOINT_NAME.test(h));
+  const protocol = readEnum(
+    env,
+    'MEMCACHED_PROTOCOL',
+    ['binary', 'text'],
+    serverless ? 'text' : 'binary',
+    (v) => v.toLowerCase(),
+  );
+  const tls = readBoolean(env, 'MEMCACHED_TLS', serverless);
+  const autoDiscovery = readBoolean(env, 'MEMCACHED_AUTO_DISCOVERY', configEndpoint);
+  if (serverless && protocol === 'binary') {
+    throw invalid(
+      'MEMCACHED_PROTOCOL',
+      'is binary, but MEMCACHED_SERVERS names an ElastiCache Serverless endpoint, which speaks only the text ' +
+        'protocol (the binary protocol is deprecated since memcached 1.6): set it to text, or leave it unset',
+    );
+  }
+  if (serverless && !tls) {
+    throw invalid(
+      'MEMCACHED_TLS',
+      'is false, but MEMCACHED_SERVERS names an ElastiCache Serverless endpoint, which accepts only TLS ' +
+        'connections: set it to true, or leave it unset',
+    );
+  }
+  if (autoDiscovery && servers.length !== 1) {
+    throw invalid(
+      'MEMCACHED_AUTO_DISCOVERY',
+      `is true, so MEMCACHED_SERVERS must be exactly one entry, the cluster's configuration endpoint ` +
+        `(….cfg.….cache.amazonaws.com:11211); it has ${servers.length}`,
+    );
+  }
+  if (autoDiscovery && serverless) {
+    throw invalid(
+      'MEMCACHED_AUTO_DISCOVERY',
+      'is true, but ElastiCache Serverless has no configuration endpoint (its one endpoint spreads the keys ' +
+        'itself): leave it unset',
+    );
+  }
+  return {
+    protocol,
+    tls,
+    autoDiscovery,
+    discoveryIntervalSeconds: readInt(env, 'MEMCACHED_DISCOVERY_INTERVAL_SECONDS', 60, 1, 3600),
+  };
+}
+
+function readBoolean(env: Env, name: string, fallback: boolean): boolean {
+  return (
+    readEnum(env, name, ['true', 'false'], fallback ? 'true' : 'false', (v) => v.toLowerCase()) === 'true'
+  );
 }
 
 function nonEmpty(env: Env, name: string): string | undefined {

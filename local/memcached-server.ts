@@ -9,14 +9,33 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
 import { type AddressInfo, connect, createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+
+/** How to start memcached (see {@link startMemcached}). */
+export interface MemcachedOptions {
+  /** Memory limit in MB (default 64). */
+  memoryMb?: number;
+  /** Loopback address to listen on (default `127.0.0.1`; any 127.0.0.0/8 address works on Linux). */
+  host?: string;
+  /**
+   * `-B`: `ascii` (text only, as ElastiCache Serverless) or `auto` (both protocols, the default). Not
+   * `binary`: the readiness probe speaks the text protocol.
+   */
+  protocol?: 'ascii' | 'auto';
+  /**
+   * Serve TLS only (`-Z`), with this certificate chain and key (PEM files). The readiness probe and
+   * `flush` verify the server against `caFile`, by `serverName` (default: the listen address).
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string; serverName?: string };
+}
 
 /** A running memcached child process. */
 export interface MemcachedProcess {
-  /** Always `127.0.0.1`. */
+  /** The loopback address it listens on (`127.0.0.1` unless told otherwise). */
   host: string;
   /** TCP port; stays the same across {@link MemcachedProcess.restart}. */
   port: number;
-  /** `127.0.0.1:PORT`, the form memjs and the service configuration take. */
+  /** `HOST:PORT`, the form memjs and the service configuration take. */
   address: string;
   /** PID of the current memcached process (changes after {@link MemcachedProcess.restart}). */
   pid: number;
@@ -41,7 +60,7 @@ export interface MemcachedProcess {
 export const MEMCACHED_NOT_FOUND_MESSAGE =
   'memcached not found on PATH: install it (Debian/Ubuntu: apt-get install -y memcached; macOS: brew install memcached) and run the tests again';
 
-const HOST = '127.0.0.1';
+const DEFAULT_HOST = '127.0.0.1';
 const READY_TIMEOUT_MS = 5_000;
 const STOP_GRACE_MS = 2_000;
 const PORT_ATTEMPTS = 5;
@@ -119,12 +138,12 @@ export function findMemcachedBinary(): string | undefined {
   return [...fromPath, ...FALLBACK_BINARIES].find(isExecutable);
 }
 
-function freePort(): Promise<number> {
+function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer();
     probe.unref();
     probe.once('error', reject);
-    probe.listen(0, HOST, () => {
+    probe.listen(0, host, () => {
       const { port } = probe.address() as AddressInfo;
       probe.close(() => resolve(port));
     });
@@ -172,17 +191,32 @@ function waitUntilFrozen(pid: number, timeoutMs: number): void {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** Where a probe connects, and how. */
+interface Target {
+  host: string;
+  port: number;
+  tls: MemcachedOptions['tls'];
+}
+
 /**
  * Sends one text-protocol command and resolves with the first response line.
  * Rejects on connection errors or after `timeoutMs`.
  */
-function textCommand(port: number, command: string, timeoutMs: number): Promise<string> {
+function textCommand(target: Target, command: string, timeoutMs: number): Promise<string> {
+  const { host, port } = target;
   return new Promise((resolve, reject) => {
     let received = '';
-    const socket = connect({ host: HOST, port });
+    const socket = target.tls
+      ? tlsConnect({
+          host,
+          port,
+          ca: readFileSync(target.tls.caFile, 'utf8'),
+          ...(target.tls.serverName ? { servername: target.tls.serverName } : {}),
+        })
+      : connect({ host, port });
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`memcached on ${HOST}:${port} did not answer "${command}" within ${timeoutMs} ms`));
+      reject(new Error(`memcached on ${host}:${port} did not answer "${command}" within ${timeoutMs} ms`));
     }, timeoutMs);
     const finish = (error: Error | undefined, line?: string) => {
       clearTimeout(timer);
@@ -191,22 +225,27 @@ function textCommand(port: number, command: string, timeoutMs: number): Promise<
       else resolve(line ?? '');
     };
     socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(`${command}\r\n`));
+    // Node buffers the write until the connection (and the TLS handshake) is up.
+    socket.write(`${command}\r\n`);
     socket.on('data', (chunk: string) => {
       received += chunk;
       const end = received.indexOf('\r\n');
       if (end >= 0) finish(undefined, received.slice(0, end));
     });
     socket.on('error', (error) => finish(error));
-    socket.on('close', () => finish(new Error(`memcached on ${HOST}:${port} closed the connection`)));
+    socket.on('close', () => finish(new Error(`memcached on ${host}:${port} closed the connection`)));
   });
 }
 
 type LaunchResult = { ok: true; child: ChildProcess } | { ok: false; portInUse: boolean; reason: string };
 
 /** Spawns memcached on `port` and waits until it answers `version`, or until it exits. */
-async function launch(binary: string, port: number, memoryMb: number): Promise<LaunchResult> {
-  const args = ['-l', HOST, '-p', String(port), '-U', '0', '-m', String(memoryMb)];
+async function launch(binary: string, target: Target, options: MemcachedOptions): Promise<LaunchResult> {
+  const { host, port } = target;
+  const args = ['-l', host, '-p', String(port), '-U', '0', '-m', String(options.memoryMb ?? 64)];
+  if (options.protocol) args.push('-B', options.protocol);
+  if (options.tls)
+    args.push('-Z', '-o', `ssl_chain_cert=${options.tls.certFile},ssl_key=${options.tls.keyFile}`);
   // memcached refuses to run as root unless told which user to run as.
   if (process.getuid?.() === 0) args.push('-u', 'root');
 
@@ -241,7 +280,7 @@ async function launch(binary: string, port: number, memoryMb: number): Promise<L
     if (spawnError || exited !== undefined) break;
     try {
       // Stop probing as soon as the child dies (e.g. another listener answers the probe's connect).
-      const line = await Promise.race([textCommand(port, 'version', 500), gone.then(() => '')]);
+      const line = await Promise.race([textCommand(target, 'version', 500), gone.then(() => '')]);
       if (line.startsWith('VERSION ')) {
         // Neither the child nor its stderr pipe may keep the parent process alive.
         child.unref();
@@ -262,7 +301,7 @@ async function launch(binary: string, port: number, memoryMb: number): Promise<L
     return {
       ok: false,
       portInUse: false,
-      reason: `memcached on ${HOST}:${port} not ready within ${READY_TIMEOUT_MS} ms ${stderr.trim()}`.trim(),
+      reason: `memcached on ${host}:${port} not ready within ${READY_TIMEOUT_MS} ms ${stderr.trim()}`.trim(),
     };
   }
   // Let the last stderr chunk arrive before judging why it exited.
@@ -293,7 +332,8 @@ function terminate(child: ChildProcess, signal: NodeJS.Signals, graceMs: number)
 
 /**
  * Starts memcached (the binary from PATH, else `/usr/bin`, `/usr/local/bin` or `/opt/homebrew/bin`) listening only on
- * `127.0.0.1` on a free random port, TCP only (`-U 0`), with `-m 64` MB unless told otherwise,
+ * a loopback address (`127.0.0.1` unless told otherwise) on a free random port, TCP only (`-U 0`),
+ * with `-m 64` MB unless told otherwise, optionally text-only (`-B ascii`) or TLS-only (`-Z`),
  * and waits (up to 5 s) until it answers. The process is killed when the calling process exits,
  * even by a signal. When the port turns out to be taken, it retries on another one.
  *
@@ -301,20 +341,21 @@ function terminate(child: ChildProcess, signal: NodeJS.Signals, graceMs: number)
  * {@link MemcachedProcess.stop} (and `restart()` of a running server) takes up to about 1 s;
  * {@link MemcachedProcess.kill} is immediate.
  *
- * @param options.memoryMb - memory limit in MB (default 64)
+ * @param options - memory, loopback address, protocol and TLS (see {@link MemcachedOptions})
  * @throws Error with {@link MEMCACHED_NOT_FOUND_MESSAGE} when no memcached binary is installed
  */
-export async function startMemcached(options: { memoryMb?: number } = {}): Promise<MemcachedProcess> {
+export async function startMemcached(options: MemcachedOptions = {}): Promise<MemcachedProcess> {
   const binary = findMemcachedBinary();
   if (!binary) throw new Error(MEMCACHED_NOT_FOUND_MESSAGE);
-  const memoryMb = options.memoryMb ?? 64;
+  const host = options.host ?? DEFAULT_HOST;
+  const at = (port: number): Target => ({ host, port, tls: options.tls });
 
   const startOn = async (port: number): Promise<LaunchResult> => {
-    let result = await launch(binary, port, memoryMb);
+    let result = await launch(binary, at(port), options);
     // The old listener of this port may linger briefly right after a crash.
     for (let attempt = 1; !result.ok && result.portInUse && attempt < PORT_ATTEMPTS; attempt++) {
       await sleep(100 * attempt);
-      result = await launch(binary, port, memoryMb);
+      result = await launch(binary, at(port), options);
     }
     return result;
   };
@@ -323,8 +364,8 @@ export async function startMemcached(options: { memoryMb?: number } = {}): Promi
   let port = 0;
   let lastReason = '';
   for (let attempt = 0; attempt < PORT_ATTEMPTS && !child; attempt++) {
-    port = await freePort();
-    const result = await launch(binary, port, memoryMb);
+    port = await freePort(host);
+    const result = await launch(binary, at(port), options);
     if (result.ok) child = result.child;
     else if (!result.portInUse) throw new Error(result.reason);
     else lastReason = result.reason;
@@ -339,9 +380,9 @@ export async function startMemcached(options: { memoryMb?: number } = {}): Promi
   };
 
   return {
-    host: HOST,
+    host,
     port,
-    address: `${HOST}:${port}`,
+    address: `${host}:${port}`,
     get pid() {
       return current.pid ?? -1;
     },
@@ -355,12 +396,12 @@ export async function startMemcached(options: { memoryMb?: number } = {}): Promi
     restart: async () => {
       await terminate(current, 'SIGTERM', STOP_GRACE_MS);
       const result = await startOn(port);
-      if (!result.ok) throw new Error(`could not restart memcached on ${HOST}:${port}: ${result.reason}`);
+      if (!result.ok) throw new Error(`could not restart memcached on ${host}:${port}: ${result.reason}`);
       current = result.child;
     },
     flush: async () => {
-      const line = await textCommand(port, 'flush_all', 2_000);
-      if (line !== 'OK') throw new Error(`flush_all on ${HOST}:${port} answered ${JSON.stringify(line)}`);
+      const line = await textCommand(at(port), 'flush_all', 2_000);
+      if (line !== 'OK') throw new Error(`flush_all on ${host}:${port} answered ${JSON.stringify(line)}`);
     },
   };
 }

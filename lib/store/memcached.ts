@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import memjs from 'memjs';
 import type { KeyValueStore } from '../ports.ts';
 import { BackendAnswer, CallGuard, DroppedByReset } from './call-guard.ts';
+import { type MemjsServerInternals, type MemjsSocketFactory, useSocketFactory } from './memjs-socket.ts';
 import { assertValidKey, assertValidTtl } from './validate.ts';
 
 /** The memjs calls this adapter uses, typed structurally so tests can stand in for memjs. */
@@ -55,6 +56,8 @@ export interface MemcachedStoreOptions {
   now?: () => number;
   /** Monotonic clock for stall detection (ms); defaults to performance.now. */
   monotonic?: () => number;
+  /** Opens each server's socket instead of memjs (TLS, named connection errors: see memjs-socket.ts). */
+  socket?: { factory: MemjsSocketFactory; tls: boolean };
 }
 
 /**
@@ -93,7 +96,11 @@ export class MemcachedStore implements KeyValueStore {
       expires: 0,
       logger: { log: (...parts: unknown[]) => options.onDiagnostic?.(parts.map(String).join(' ')) },
     });
-    for (const server of (real as unknown as { servers: MemjsServer[] }).servers) this.#trackSockets(server);
+    for (const server of (real as unknown as { servers: MemjsServer[] }).servers) {
+      const { socket } = options;
+      if (socket) useSocketFactory(server as unknown as MemjsServerInternals, socket.factory, socket.tls);
+      this.#trackSockets(server);
+    }
     this.#client = real as unknown as MemjsLike;
   }
 

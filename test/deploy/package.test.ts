@@ -60,8 +60,18 @@ function osls(args: string[]) {
 function readPackage(dir: string): Package {
   const raw = JSON.parse(readFileSync(join(dir, 'cloudformation-template-update-stack.json'), 'utf8'));
   const zip = readFileSync(join(dir, ZIP_NAME));
+  const template = resolveIntrinsics(raw, raw.Conditions ?? {}) as Template;
+  // A resource whose condition is false is not created.
+  for (const [id, resource] of Object.entries(template.Resources)) {
+    if (
+      resource.Condition !== undefined &&
+      resolveIntrinsics(raw.Conditions[resource.Condition], raw.Conditions) !== true
+    ) {
+      delete template.Resources[id];
+    }
+  }
   return {
-    template: resolveIntrinsics(raw, raw.Conditions ?? {}) as Template,
+    template,
     zipBytes: statSync(join(dir, ZIP_NAME)).size,
     entries: readZip(zip),
   };
@@ -167,6 +177,10 @@ const VIA_SECRETS_MANAGER = { 'Fn::Sub': 'secretsmanager.${AWS::Region}.amazonaw
 let dev: Package;
 let withKey: Package;
 let prodWithoutParams: ReturnType<typeof osls>;
+/** One package per cache kind (see serverless.yml's cacheKind and memcachedServers=create). */
+const kinds: Record<'nodeTls' | 'serverless' | 'create', Package> = {} as never;
+let unknownKind: ReturnType<typeof osls>;
+const SERVERLESS_ENDPOINT = 'wts-abc123.serverless.ape1.cache.amazonaws.com:11211';
 const altDir = mkdtempSync(join(tmpdir(), 'wts-package-'));
 
 beforeAll(() => {
@@ -186,6 +200,25 @@ beforeAll(() => {
   ]);
   if (alt.status !== 0) throw new Error(`osls package failed:\n${alt.stdout}\n${alt.stderr}`);
   withKey = readPackage(join(altDir, 'kms'));
+  const kindRuns: Array<[keyof typeof kinds, string[]]> = [
+    ['nodeTls', ['--param=cacheKind=node-tls']],
+    ['serverless', ['--param=cacheKind=serverless', `--param=memcachedServers=${SERVERLESS_ENDPOINT}`]],
+    [
+      'create',
+      [
+        '--param=cacheKind=serverless',
+        '--param=memcachedServers=create',
+        '--param=vpcId=vpc-0123456789abcdef0',
+        '--param=securityGroupIds=sg-0aaaaaaaaaaaaaaaa,sg-0bbbbbbbbbbbbbbbb',
+      ],
+    ],
+  ];
+  for (const [name, params] of kindRuns) {
+    const run = osls(['dev', '--package', join(altDir, name), ...params]);
+    if (run.status !== 0) throw new Error(`osls package (${name}) failed:\n${run.stdout}\n${run.stderr}`);
+    kinds[name] = readPackage(join(altDir, name));
+  }
+  unknownKind = osls(['dev', '--package', join(altDir, 'unknown'), '--param=cacheKind=redis']);
   const main = spawnSync('npm', ['run', 'package'], {
     cwd: ROOT,
     env: { ...process.env, CI: 'true' },
@@ -194,7 +227,7 @@ beforeAll(() => {
   });
   if (main.status !== 0) throw new Error(`npm run package failed:\n${main.stdout}\n${main.stderr}`);
   dev = readPackage(join(ROOT, '.serverless'));
-}, 120_000);
+}, 240_000);
 
 afterAll(() => rmSync(altDir, { recursive: true, force: true }));
 
@@ -247,11 +280,16 @@ describe('npm run package (stage dev, default params)', () => {
     expect((fn.Environment as { Variables: Json }).Variables).toEqual({
       WECHAT_SECRET_ID: 'wechat-token-service/credentials',
       MEMCACHED_SERVERS: 'memcached.example.internal:11211',
+      // cacheKind=node (the default): a node-based cluster without in-transit encryption.
+      MEMCACHED_TLS: 'false',
+      MEMCACHED_PROTOCOL: 'binary',
       LOG_LEVEL: 'INFO',
       SCHEDULE_INTERVAL_SECONDS: '300',
       // The function's own timeout, which Lambda does not expose: the configuration checks against it.
       FUNCTION_TIMEOUT_SECONDS: String(fn.Timeout),
     });
+    expect(ofType(dev.template, 'AWS::ElastiCache::ServerlessCache')).toEqual([]);
+    expect(ofType(dev.template, 'AWS::EC2::SecurityGroup')).toEqual([]);
   });
 
   it('throttles the HTTP API at 500 requests/s with a burst of 1000, and reserves 50 concurrent executions', () => {
@@ -485,6 +523,78 @@ describe('osls package with secretKmsKeyArn, a secret ARN, alarmTopicArn, thrott
       expect(alarm.Properties.AlarmActions).toEqual([TOPIC_ARN]);
       expect(alarm.Properties.OKActions).toEqual([TOPIC_ARN]);
     }
+  });
+});
+
+describe('osls package for each cache kind', () => {
+  const variables = (p: Package) =>
+    (only(p.template, 'AWS::Lambda::Function').Properties.Environment as { Variables: Json }).Variables;
+
+  it('node-tls: TLS with the binary protocol, the endpoint as given', () => {
+    expect(variables(kinds.nodeTls)).toMatchObject({
+      MEMCACHED_SERVERS: 'memcached.example.internal:11211',
+      MEMCACHED_TLS: 'true',
+      MEMCACHED_PROTOCOL: 'binary',
+    });
+  });
+
+  it('serverless: TLS and the text protocol, the endpoint as given, no cache created', () => {
+    expect(variables(kinds.serverless)).toMatchObject({
+      MEMCACHED_SERVERS: SERVERLESS_ENDPOINT,
+      MEMCACHED_TLS: 'true',
+      MEMCACHED_PROTOCOL: 'text',
+    });
+    expect(ofType(kinds.serverless.template, 'AWS::ElastiCache::ServerlessCache')).toEqual([]);
+  });
+
+  it('memcachedServers=create: an ElastiCache Serverless Memcached cache in the function’s subnets, used over TLS and the text protocol', () => {
+    const cache = only(kinds.create.template, 'AWS::ElastiCache::ServerlessCache');
+    expect(cache.Properties).toMatchObject({
+      ServerlessCacheName: 'wechat-token-service-dev',
+      Engine: 'memcached',
+      MajorEngineVersion: '1.6',
+      SubnetIds: ['subnet-00000000000000000'],
+      SecurityGroupIds: [{ Ref: 'CacheSecurityGroup' }],
+      CacheUsageLimits: { DataStorage: { Maximum: 1, Unit: 'GB' }, ECPUPerSecond: { Maximum: 5000 } },
+    });
+    expect(variables(kinds.create)).toMatchObject({
+      MEMCACHED_SERVERS: {
+        'Fn::Join': [
+          ':',
+          [
+            { 'Fn::GetAtt': ['ServerlessCache', 'Endpoint.Address'] },
+            { 'Fn::GetAtt': ['ServerlessCache', 'Endpoint.Port'] },
+          ],
+        ],
+      },
+      MEMCACHED_TLS: 'true',
+      MEMCACHED_PROTOCOL: 'text',
+    });
+  });
+
+  it('memcachedServers=create: the cache’s security group admits the function’s first security group on 11211–11212 only', () => {
+    const group = only(kinds.create.template, 'AWS::EC2::SecurityGroup').Properties;
+    expect(group.VpcId).toBe('vpc-0123456789abcdef0');
+    expect(group.SecurityGroupIngress).toEqual([
+      {
+        IpProtocol: 'tcp',
+        FromPort: 11211,
+        ToPort: 11212,
+        SourceSecurityGroupId: 'sg-0aaaaaaaaaaaaaaaa',
+        Description: 'the token function',
+      },
+    ]);
+    expect(only(kinds.create.template, 'AWS::Lambda::Function').Properties.VpcConfig).toEqual({
+      SubnetIds: ['subnet-00000000000000000'],
+      SecurityGroupIds: ['sg-0aaaaaaaaaaaaaaaa', 'sg-0bbbbbbbbbbbbbbbb'],
+    });
+  });
+
+  it('refuses to package an unknown cache kind', () => {
+    expect(unknownKind.status).not.toBe(0);
+    const output = `${unknownKind.stdout}${unknownKind.stderr}`;
+    expect(output).toContain('provider.environment.MEMCACHED_TLS');
+    expect(output).toContain('Value not found at "self" source');
   });
 });
 

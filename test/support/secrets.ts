@@ -13,6 +13,12 @@ export const TEST_SECRET_ROTATED = 'test-appsecret-rotated-55cc6';
 export const CLIENT_KEY = 'client-key-billing-9a8b7c6d5e4f';
 export const CLIENT_KEY_OTHER = 'client-key-other-1a2b3c4d5e6f';
 
+/** Twenty classic apps, for tests that spread many appids over a cluster's nodes. */
+export const FLEET_APPS = Array.from({ length: 20 }, (_, i) => ({
+  appid: `wx${(0xf1ee7000 + i).toString(16).padStart(16, '0')}`,
+  secret: `test-appsecret-fleet-${String(i).padStart(2, '0')}-9c8d7e`,
+}));
+
 const SECRETS = [
   TEST_SECRET,
   TEST_SECRET_2,
@@ -20,6 +26,7 @@ const SECRETS = [
   TEST_SECRET_ROTATED,
   CLIENT_KEY,
   CLIENT_KEY_OTHER,
+  ...FLEET_APPS.map((a) => a.secret),
 ];
 /** Simulator access tokens (86_C…, 86_S…) and tickets (T…), matched whole or as a long prefix. */
 const TOKEN_PATTERN = /86_[CS][A-Za-z0-9_-]{40,}|(?<![A-Za-z0-9_-])T[A-Za-z0-9_-]{80,}/;

@@ -216,16 +216,79 @@ describe('MEMCACHED_SERVERS', () => {
     expect(err.code).toBe('config_invalid');
     expect(err.message.startsWith('MEMCACHED_SERVERS ')).toBe(true);
   });
+});
+
+describe('MEMCACHED_TLS, MEMCACHED_PROTOCOL and MEMCACHED_AUTO_DISCOVERY', () => {
+  const SERVERLESS = 'my-cache-abc123.serverless.use1.cache.amazonaws.com:11211';
+  const CONFIG_ENDPOINT = 'my-cache.abc123.cfg.use1.cache.amazonaws.com:11211';
+  const NODE = 'my-cache.abc123.0001.use1.cache.amazonaws.com:11211';
 
   it.each([
-    'my-cache-abc123.serverless.use1.cache.amazonaws.com:11211',
-    'My-Cache-ABC123.SERVERLESS.euw1.cache.amazonaws.com:11211',
-  ])('rejects the ElastiCache Serverless endpoint %s because it needs TLS', (endpoint) => {
-    const err = configError({ ...DEPLOYED, MEMCACHED_SERVERS: `10.0.0.5:11211,${endpoint}` });
+    ['an ElastiCache Serverless endpoint', SERVERLESS, { protocol: 'text', tls: true, autoDiscovery: false }],
+    ['the same in capitals', SERVERLESS.toUpperCase(), { protocol: 'text', tls: true, autoDiscovery: false }],
+    ['a configuration endpoint', CONFIG_ENDPOINT, { protocol: 'binary', tls: false, autoDiscovery: true }],
+    ['a node endpoint', NODE, { protocol: 'binary', tls: false, autoDiscovery: false }],
+    ['several nodes', `${NODE},10.0.0.5:11211`, { protocol: 'binary', tls: false, autoDiscovery: false }],
+  ])('infers the defaults from %s', (_what, servers, expected) => {
+    const config = loadConfig({ ...DEPLOYED, MEMCACHED_SERVERS: servers });
+    expect(config.memcachedTopology).toEqual({ ...expected, discoveryIntervalSeconds: 60 });
+  });
+
+  it('takes explicit values over the inferred ones, in any case', () => {
+    const config = loadConfig({
+      ...DEPLOYED,
+      MEMCACHED_SERVERS: CONFIG_ENDPOINT,
+      MEMCACHED_TLS: 'TRUE',
+      MEMCACHED_PROTOCOL: 'Text',
+      MEMCACHED_AUTO_DISCOVERY: 'false',
+      MEMCACHED_DISCOVERY_INTERVAL_SECONDS: '5',
+    });
+    expect(config.memcachedTopology).toEqual({
+      protocol: 'text',
+      tls: true,
+      autoDiscovery: false,
+      discoveryIntervalSeconds: 5,
+    });
+  });
+
+  it('turns Auto Discovery on for any single endpoint when asked to', () => {
+    const config = loadConfig({
+      ...DEPLOYED,
+      MEMCACHED_SERVERS: '127.0.0.1:11211',
+      MEMCACHED_AUTO_DISCOVERY: 'true',
+    });
+    expect(config.memcachedTopology.autoDiscovery).toBe(true);
+  });
+
+  it('refuses the binary protocol for ElastiCache Serverless, saying why', () => {
+    const err = configError({ ...DEPLOYED, MEMCACHED_SERVERS: SERVERLESS, MEMCACHED_PROTOCOL: 'binary' });
     expect(err.code).toBe('config_invalid');
-    expect(err.message.startsWith('MEMCACHED_SERVERS ')).toBe(true);
-    expect(err.message).toContain(endpoint);
-    expect(err.message).toContain('TLS');
+    expect(err.message).toMatch(/^MEMCACHED_PROTOCOL is binary, but .*Serverless.* only the text protocol/);
+  });
+
+  it('refuses plain TCP for ElastiCache Serverless', () => {
+    const err = configError({ ...DEPLOYED, MEMCACHED_SERVERS: SERVERLESS, MEMCACHED_TLS: 'false' });
+    expect(err.message).toMatch(/^MEMCACHED_TLS is false, but .* accepts only TLS/);
+  });
+
+  it('refuses Auto Discovery with more than one entry, or with ElastiCache Serverless', () => {
+    expect(configError({ ...DEPLOYED, MEMCACHED_SERVERS: `${CONFIG_ENDPOINT},${NODE}` }).message).toMatch(
+      /^MEMCACHED_AUTO_DISCOVERY is true, so MEMCACHED_SERVERS must be exactly one entry.*it has 2/,
+    );
+    expect(
+      configError({ ...DEPLOYED, MEMCACHED_SERVERS: SERVERLESS, MEMCACHED_AUTO_DISCOVERY: 'true' }).message,
+    ).toMatch(/^MEMCACHED_AUTO_DISCOVERY is true, but ElastiCache Serverless has no configuration endpoint/);
+  });
+
+  it.each([
+    ['MEMCACHED_TLS', 'yes'],
+    ['MEMCACHED_PROTOCOL', 'ascii'],
+    ['MEMCACHED_AUTO_DISCOVERY', '1'],
+    ['MEMCACHED_DISCOVERY_INTERVAL_SECONDS', '0'],
+  ])('rejects %s=%s naming the variable', (name, value) => {
+    const err = configError({ ...DEPLOYED, MEMCACHED_SERVERS: NODE, [name]: value });
+    expect(err.code).toBe('config_invalid');
+    expect(err.message.startsWith(`${name} `)).toBe(true);
   });
 });
 

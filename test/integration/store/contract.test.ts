@@ -6,9 +6,21 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { ServiceError } from '../../../lib/errors.ts';
 import type { KeyValueStore } from '../../../lib/ports.ts';
+import { ClusterStore } from '../../../lib/store/cluster.ts';
+import { parseHostPort } from '../../../lib/store/connection.ts';
+import { ConfigEndpoint } from '../../../lib/store/discovery.ts';
 import { MemcachedStore } from '../../../lib/store/memcached.ts';
+import { TextMemcachedStore } from '../../../lib/store/memcached-text.ts';
+import { nodeSocketFactory } from '../../../lib/store/memjs-socket.ts';
 import { MemoryStore } from '../../../lib/store/memory.ts';
 import { MAX_TTL_SECONDS } from '../../../lib/store/validate.ts';
+import {
+  type MemcachedOptions,
+  type MemcachedProcess,
+  startMemcached,
+} from '../../../local/memcached-server.ts';
+import { createTestCa } from '../../../local/test-ca.ts';
+import { type LocalConfigEndpoint, startConfigEndpoint } from '../../support/config-endpoint.ts';
 
 interface ContractTarget {
   /** Called once before the suite. */
@@ -248,3 +260,93 @@ storeContract('MemcachedStore (real memcached)', {
   // memcached counts TTLs in whole seconds on its own clock: the only real wait in the suite.
   elapse: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 });
+
+// The same contract over every protocol and transport ElastiCache offers. Each server below is this
+// file's own, started on first use and stopped at the end.
+const ca = createTestCa();
+const started: MemcachedProcess[] = [];
+const endpoints: LocalConfigEndpoint[] = [];
+async function memcached(options: MemcachedOptions): Promise<MemcachedProcess> {
+  const mc = await startMemcached(options);
+  started.push(mc);
+  return mc;
+}
+const tlsFiles = () => ({ ...ca.issue(['localhost', '127.0.0.1']), caFile: ca.caFile });
+afterAll(async () => {
+  await Promise.all([...started.map((mc) => mc.stop()), ...endpoints.map((e) => e.close())]);
+  ca.remove();
+});
+const realWait = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+storeContract('TextMemcachedStore (text protocol, memcached -B ascii)', {
+  open: async () => {
+    const mc = await memcached({ protocol: 'ascii' });
+    return new TextMemcachedStore({
+      node: { ...parseHostPort(mc.address), ip: null },
+      tls: false,
+      timeoutMs: 1000,
+    });
+  },
+  elapse: realWait,
+});
+
+storeContract('TextMemcachedStore over TLS (memcached -Z -B ascii, as ElastiCache Serverless)', {
+  open: async () => {
+    const mc = await memcached({ protocol: 'ascii', tls: tlsFiles() });
+    // Dialled by IP, verified against the name: as a node from Auto Discovery is.
+    return new TextMemcachedStore({
+      node: { host: 'localhost', port: mc.port, ip: mc.host },
+      tls: { ca: ca.caPem },
+      timeoutMs: 1000,
+    });
+  },
+  elapse: realWait,
+});
+
+storeContract('MemcachedStore over TLS (binary protocol, memcached -Z)', {
+  open: async () => {
+    const mc = await memcached({ tls: tlsFiles() });
+    const node = { host: 'localhost', port: mc.port, ip: mc.host };
+    return new MemcachedStore({
+      servers: [`localhost:${mc.port}`],
+      timeoutMs: 1000,
+      socket: { factory: nodeSocketFactory(node, { ca: ca.caPem }), tls: true },
+    });
+  },
+  elapse: realWait,
+});
+
+storeContract(
+  'ClusterStore: 3 TLS text-protocol nodes behind a TLS configuration endpoint (ketama, Auto Discovery)',
+  {
+    open: async () => {
+      const names = ['node1.wts.test', 'node2.wts.test', 'node3.wts.test'];
+      const certificate = ca.issue([...names, 'localhost', '127.0.0.1', '127.0.0.2', '127.0.0.3']);
+      const nodes = await Promise.all(
+        [1, 2, 3].map((i) =>
+          memcached({ host: `127.0.0.${i}`, protocol: 'ascii', tls: { ...certificate, caFile: ca.caFile } }),
+        ),
+      );
+      const endpoint = await startConfigEndpoint(
+        nodes.map((mc, i) => ({ host: names[i] as string, ip: mc.host, port: mc.port })),
+        { tls: certificate },
+      );
+      endpoints.push(endpoint);
+      const tls = { ca: ca.caPem };
+      return new ClusterStore({
+        source: {
+          kind: 'discovery',
+          endpoint: new ConfigEndpoint({
+            endpoint: { host: 'localhost', port: endpoint.port, ip: '127.0.0.1' },
+            tls,
+            timeoutMs: 1000,
+          }),
+        },
+        connect: (node) => new TextMemcachedStore({ node, tls, timeoutMs: 1000 }),
+        lockLeaseSeconds: 10,
+        journalPrefix: 'contract:topology',
+      });
+    },
+    elapse: realWait,
+  },
+);

@@ -81,7 +81,9 @@ describe('HTTP API (payload 2.0) routes by routeKey', () => {
   it('answers GET /healthz without a key, with the cache state', async () => {
     const { status, body } = await ask(v2('GET', '/healthz'));
     expect(status).toBe(200);
-    expect(body).toEqual({ status: 'ok', cache: 'ok' });
+    expect(body).toMatchObject({ status: 'ok', cache: 'ok' });
+    // The topology it sees, without host names (the caller is not authenticated).
+    expect(body.topology).toEqual({ kind: 'memory', nodes: 1, protocol: null, tls: false, auto_discovery: false });
   });
 
   it('reads lower-case headers and comma-joined query values as HTTP API sends them', async () => {
