@@ -83,7 +83,13 @@ describe('HTTP API (payload 2.0) routes by routeKey', () => {
     expect(status).toBe(200);
     expect(body).toMatchObject({ status: 'ok', cache: 'ok' });
     // The topology it sees, without host names (the caller is not authenticated).
-    expect(body.topology).toEqual({ kind: 'memory', nodes: 1, protocol: null, tls: false, auto_discovery: false });
+    expect(body?.topology).toEqual({
+      kind: 'memory',
+      nodes: 1,
+      protocol: null,
+      tls: false,
+      auto_discovery: false,
+    });
   });
 
   it('reads lower-case headers and comma-joined query values as HTTP API sends them', async () => {
