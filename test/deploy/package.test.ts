@@ -372,10 +372,17 @@ describe('npm run package (stage dev, default params)', () => {
     ).toEqual(['AWS::IAM::Role', 'AWS::IAM::RolePolicy']);
   });
 
-  it('serves GET /token, POST /token/refresh, GET /ticket, POST /jssdk/config and GET /healthz over an HTTP API (payload 2.0, no authorizer)', () => {
+  it('serves GET /token, POST /token/refresh, GET /ticket, POST /jssdk/config and GET and HEAD /healthz over an HTTP API (payload 2.0, no authorizer)', () => {
     const routes = ofType(dev.template, 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties);
     expect(routes.map((r) => r.RouteKey).sort()).toEqual(
-      ['GET /healthz', 'GET /ticket', 'GET /token', 'POST /jssdk/config', 'POST /token/refresh'].sort(),
+      [
+        'GET /healthz',
+        'HEAD /healthz',
+        'GET /ticket',
+        'GET /token',
+        'POST /jssdk/config',
+        'POST /token/refresh',
+      ].sort(),
     );
     for (const route of routes) {
       expect(route.AuthorizerId).toBeUndefined();
