@@ -1,4 +1,3 @@
-/** The undici transport against real local servers: its timeouts are its own real timers (tens of ms to a second). */
 /**
  * The undici transport against local servers on port 0: what it sends, what it returns, and how it
  * classifies each way a connection can fail — the distinction the client's retry rule rests on
