@@ -5,6 +5,8 @@
  *
  *   node bench/worker-hit.cjs memory  — warm memory hits (the record is in this instance's memory)
  *   node bench/worker-hit.cjs shared  — MEMORY_CACHE_SECONDS=0: every call reads Memcached
+ *   node bench/worker-hit.cjs tls     — the same over TLS and the text protocol (ElastiCache
+ *                                       Serverless), beside a bare TLS connection's gets
  *
  * Both time raw memjs gets of a ~300-byte value in alternating blocks, in the same process: the
  * reference the hits are measured against. stdout (the service's log lines) is a pipe that the parent
@@ -54,12 +56,24 @@ async function timeRawGet(client, key, samples, n) {
   }
 }
 
-async function main() {
-  const handlerSamples = [];
-  const rawSamples = [];
+/**
+ * The reference client: memjs with the store's settings (lib/store/memcached.ts), or for `tls` one
+ * bare TLS text-protocol connection (local/raw-memcached.cjs).
+ */
+async function rawClient() {
+  if (mode === 'tls') {
+    const { connectRaw } = require(path.join(__dirname, '..', 'local', 'raw-memcached.cjs'));
+    const [host, port] = process.env.MEMCACHED_SERVERS.split(':');
+    const ca = require('node:fs').readFileSync(process.env.NODE_EXTRA_CA_CERTS, 'utf8');
+    const raw = await connectRaw({ host, port: Number(port), tls: { ca, servername: host } });
+    return {
+      set: (key, value, { expires }) => raw.set(key, value, expires),
+      get: async (key) => ({ value: await raw.get(key) }),
+      close: () => raw.close(),
+    };
+  }
   const memjs = require('memjs');
-  // The client settings of the service's store (lib/store/memcached.ts).
-  const client = memjs.Client.create(process.env.MEMCACHED_SERVERS, {
+  return memjs.Client.create(process.env.MEMCACHED_SERVERS, {
     retries: 1,
     failover: false,
     timeout: 60,
@@ -68,6 +82,12 @@ async function main() {
     expires: 0,
     logger: { log: () => {} },
   });
+}
+
+async function main() {
+  const handlerSamples = [];
+  const rawSamples = [];
+  const client = await rawClient();
   // A value the size of a token record.
   const rawKey = `${process.env.CACHE_KEY_PREFIX}:raw-300`;
   await client.set(rawKey, 'x'.repeat(300), { expires: 3600 });

@@ -39,7 +39,9 @@ export function createHandler(overrides: ContainerOverrides = {}) {
     const remainingMs = context?.getRemainingTimeInMillis?.() ?? DEFAULT_REMAINING_MS;
     const ctx = { deadlineAtMs: c.clock.now() + remainingMs - c.config.deadlineMarginMs };
     c.log.setRequestId(context?.awsRequestId);
-    c.store.bound?.(ctx.deadlineAtMs);
+    // Cache calls may use the margin: a lock holder's write and release after a slow WeChat call
+    // must not be skipped (an orphaned lock stalls every peer for a lease), and still end in time.
+    c.store.bound?.(ctx.deadlineAtMs + c.config.deadlineMarginMs / 2);
     switch (kind) {
       case 'schedule':
         return handleSchedule(c, ctx, startedAtMs);

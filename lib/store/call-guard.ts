@@ -106,14 +106,16 @@ export class CallGuard {
     /** The last attempt was shortened by the deadline: its timeout proves nothing about Memcached. */
     let cut = false;
     for (let n = 1; n <= attempts; n++) {
+      // No time left is the invocation's end, not Memcached's: no attempt, no reset, no window.
+      const leftMs = this.#deadlineAtMs - this.#now() - DEADLINE_RESERVE_MS;
+      if (leftMs <= 0) {
+        throw new ServiceError(
+          'cache_unavailable',
+          `Memcached ${operation} not attempted: the invocation has no time left${first === undefined ? '' : ` (${describe(first)})`}`,
+          first === undefined ? {} : { cause: first },
+        );
+      }
       try {
-        const leftMs = this.#deadlineAtMs - this.#now() - DEADLINE_RESERVE_MS;
-        if (leftMs <= 0) {
-          throw new ServiceError(
-            'cache_unavailable',
-            `Memcached ${operation} not attempted: the invocation has no time left${first === undefined ? '' : ` (${describe(first)})`}`,
-          );
-        }
         const intendedMs =
           n === 1 ? this.#timeoutMs : Math.max(RETRY_MIN_MS, RETRY_TIME_FACTOR * this.#timeoutMs);
         cut = leftMs < intendedMs;

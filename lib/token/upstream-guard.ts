@@ -114,9 +114,10 @@ export class UpstreamGuard {
             : REMEMBERED.has(err.code)
               ? this.#settings.failureMemorySeconds
               : 0;
-        if (ttlSeconds > 0) await this.#remember(keys.failure, err, ttlSeconds);
-        // The first probe comes one interval after the breaker opened (or after the last probe).
+        // The first probe comes one interval after the breaker opened (or after the last probe). The
+        // marker goes first: a caller that sees the breaker must find it, or it would probe at once.
         if (err.code === 'wechat_quota_exhausted') await this.#markProbe(keys.failure);
+        if (ttlSeconds > 0) await this.#remember(keys.failure, err, ttlSeconds);
       }
       throw err;
     }

@@ -21,7 +21,7 @@ import {
   type LocalConfigEndpoint,
   startConfigEndpoint,
 } from '../support/config-endpoint.ts';
-import { httpV2, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
+import { CLASSIC_FIRST, httpV2, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
 import { type Instance, instancePool } from '../support/instances.ts';
 import { FLEET_APPS, TEST_APPID } from '../support/secrets.ts';
 
@@ -59,6 +59,9 @@ describe('ElastiCache Serverless-like: TLS and the text protocol only', () => {
       // The test CA, as a private CA would be given to Lambda: Node's trust store plus this file.
       NODE_EXTRA_CA_CERTS: ca.caFile,
       CACHE_KEY_PREFIX: uniquePrefix('tls'),
+      // Counted as classic fetches: a classic app's first fetch is classic here (the default would
+      // fetch a missing record from the stable endpoint first).
+      ...CLASSIC_FIRST,
       ...extra,
     });
 
@@ -178,6 +181,7 @@ describe('a node-based cluster behind its configuration endpoint (Auto Discovery
     // path's business (tested elsewhere), not placement's. Timeouts themselves are tested in store/.
     MEMCACHED_TIMEOUT_MS: '1000',
     CACHE_KEY_PREFIX: prefix,
+    ...CLASSIC_FIRST,
   });
 
   it('a cold storm of 6 processes × 40 callers over 20 appids makes exactly 1 fetch per appid, with records on all three nodes', async () => {

@@ -167,10 +167,16 @@ describe('CallGuard', () => {
     expect(err.code).toBe('cache_unavailable');
     expect(wallMs).toBeLessThanOrEqual(Date.UTC(2025, 0, 15, 4, 0, 0) + 300);
 
-    // With no time left, no attempt is made at all.
+    // With no time left, no attempt is made at all — and that is not Memcached's fault: no reset, and
+    // the next invocation's calls are not failed fast.
     g.bound(wallMs + 10);
-    expect((await failure(g.run('get', attempt, () => {}))).message).toMatch(/no time left/);
+    const reset = vi.fn();
+    expect((await failure(g.run('get', attempt, reset))).message).toMatch(/no time left/);
+    expect((await failure(g.run('get', attempt, reset))).message).toMatch(/no time left/);
     expect(attempt).toHaveBeenCalledTimes(2);
+    expect(reset).not.toHaveBeenCalled();
+    g.bound(wallMs + 10_000);
+    await expect(g.run('get', async () => 'next invocation', reset)).resolves.toBe('next invocation');
   });
 
   it('lets an answer already waiting win over a timer that fires at the same moment', async () => {
