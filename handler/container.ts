@@ -170,7 +170,8 @@ function buildStore(
           timeoutMs,
           now: () => clock.now(),
           onDiagnostic,
-          socket: { factory: nodeSocketFactory(node, tls), tls: useTls },
+          // Plain TCP stays memjs's own socket (the hit path's cost); TLS needs the factory.
+          ...(useTls ? { socket: { factory: nodeSocketFactory(node, tls), tls: true } } : {}),
         });
   const addresses = servers.map((s): NodeAddress => ({ ...parseHostPort(s), ip: null }));
   const report = (nodes: number): CacheTopologyReport => ({
