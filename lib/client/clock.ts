@@ -96,17 +96,21 @@ export function sleep(clock: ClientClock, ms: number, signal: AbortSignal): Prom
 }
 
 /**
- * `promise`, or a rejection with `onTimeout()` once `atMs` passes — whichever comes first. The
- * timer is cancelled as soon as the promise settles.
+ * `promise`, or a rejection with `onTimeout()` once `atMs` passes — whichever comes first; when
+ * `onTimeout` answers undefined, the wait goes on until the promise settles by itself. The timer is
+ * cancelled as soon as the promise settles.
  */
 export function within<T>(
   clock: ClientClock,
   promise: Promise<T>,
   atMs: number,
-  onTimeout: () => Error,
+  onTimeout: () => Error | undefined,
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const cancel = clock.schedule(() => reject(onTimeout()), atMs - clock.now());
+    const cancel = clock.schedule(() => {
+      const error = onTimeout();
+      if (error !== undefined) reject(error);
+    }, atMs - clock.now());
     promise.then(
       (value) => {
         cancel();

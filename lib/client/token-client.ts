@@ -358,8 +358,11 @@ export class TokenClient {
   /** Waits for a shared call until this caller's own deadline. */
   private join(flight: Flight, deadlineAtMs: number, action: ServiceRequest['action']): Promise<string> {
     flight.deadline.extend(deadlineAtMs);
-    if (deadlineAtMs >= flight.deadline.deadlineAtMs) return flight.promise;
-    return within(this.clock, flight.promise, deadlineAtMs, () => this.deadlineError(action));
+    // Callers that join later may extend the call past this caller's deadline: then it stops
+    // waiting; while the call's deadline is its own, the call's own outcome (its last error) comes.
+    return within(this.clock, flight.promise, deadlineAtMs, () =>
+      flight.deadline.deadlineAtMs > deadlineAtMs ? this.deadlineError(action) : undefined,
+    );
   }
 
   private endTokenFlight(flight: Flight): void {
