@@ -43,6 +43,10 @@ export interface EasyWechatJsApiTicket {
 export interface EasyWechatHttpClientLike {
   withAccessToken(token: EasyWechatAccessToken): unknown;
   request(method: string, url: string, payload?: Record<string, unknown>): Promise<unknown>;
+}
+
+/** The one-shot parts of the next request (PresetMixin's protected fields). */
+interface Prepends {
   prependHeaders?: Record<string, unknown>;
   prependData?: Record<string, unknown>;
   prependFiles?: Record<string, unknown>;
@@ -52,7 +56,8 @@ export interface EasyWechatHttpClientLike {
 export interface EasyWechatAppLike {
   setAccessToken(token: EasyWechatAccessToken): unknown;
   getClient(): EasyWechatHttpClientLike;
-  setTicket?(ticket: EasyWechatJsApiTicket): unknown;
+  /** OfficialAccount only; typed by its own JsApiTicket class, which the adapter's object stands in for. */
+  setTicket?(ticket: never): unknown;
 }
 
 /**
@@ -73,22 +78,23 @@ export function easyWechat<T extends EasyWechatAppLike>(app: T, client: TokenCli
     refresh: () => client.getToken({ forceFetch: true }),
   };
   app.setAccessToken(accessToken);
-  app.setTicket?.(serviceTicket(client));
+  app.setTicket?.(serviceTicket(client) as never);
 
   const http = app.getClient();
+  const prepends = http as EasyWechatHttpClientLike & Prepends;
   http.withAccessToken(accessToken);
   const send = http.request.bind(http);
   http.request = (method, url, payload = {}) => {
     // One-shot parts of a request (withHeader, with, withFile) are consumed by its first sending.
-    const headers = http.prependHeaders ? { ...http.prependHeaders } : undefined;
-    const data = http.prependData ? { ...http.prependData } : undefined;
-    const uploads = http.prependFiles !== undefined && Object.keys(http.prependFiles).length > 0;
+    const headers = prepends.prependHeaders ? { ...prepends.prependHeaders } : undefined;
+    const data = prepends.prependData ? { ...prepends.prependData } : undefined;
+    const uploads = prepends.prependFiles !== undefined && Object.keys(prepends.prependFiles).length > 0;
     let attempt = 0;
     return client.withToken(
       (token) => {
         if (attempt++ > 0) {
-          if (headers) http.prependHeaders = { ...headers };
-          if (data) http.prependData = { ...data };
+          if (headers) prepends.prependHeaders = { ...headers };
+          if (data) prepends.prependData = { ...data };
         }
         return pinned.run(token, () => send(method, url, { ...payload }));
       },
