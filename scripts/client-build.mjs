@@ -35,7 +35,7 @@ export async function buildClient(write) {
       format: 'cjs',
       outfile: 'dist/client.cjs',
       // The Powertools provider loads its peer through createRequire(import.meta.url).
-      define: { 'import.meta.url': '__clientModuleUrl' },
+      define: { 'import.meta.url': '__clientModuleUrl', 'import.meta.resolve': 'undefined' },
       banner: { js: 'const __clientModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
     }),
   ]);

@@ -12,6 +12,7 @@
  * loading it takes ≈ 60 ms, which a consumer that never builds one should not pay at start-up.
  */
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import type { ClientClock } from './clock.ts';
 import { TokenClientError } from './errors.ts';
 import { TokenClient } from './token-client.ts';
@@ -57,6 +58,8 @@ interface BaseProviderModule {
   };
 }
 
+const BASE_MODULE = '@aws-lambda-powertools/parameters/base';
+
 let providerClass: (new (options: TokenProviderOptions) => TokenProvider) | undefined;
 
 /**
@@ -82,7 +85,7 @@ function buildProviderClass(): new (options: TokenProviderOptions) => TokenProvi
   if (providerClass) return providerClass;
   let module: BaseProviderModule;
   try {
-    module = createRequire(import.meta.url)('@aws-lambda-powertools/parameters/base') as BaseProviderModule;
+    module = loadBaseProvider();
   } catch (err) {
     throw new TokenClientError(
       'dependency_missing',
@@ -159,4 +162,22 @@ function buildProviderClass(): new (options: TokenProviderOptions) => TokenProvi
   }
   providerClass = ServiceTokenProvider;
   return providerClass;
+}
+
+/**
+ * Powertools' `base` module, the same copy the consumer imports: its CommonJS build for the CommonJS
+ * client, its ES build for the ES client (Node 22 can require an ES module) — two copies would make
+ * `instanceof BaseProvider` and `instanceof GetParameterError` false.
+ */
+function loadBaseProvider(): BaseProviderModule {
+  const load = createRequire(import.meta.url);
+  const resolve = (import.meta as { resolve?: (specifier: string) => string }).resolve;
+  if (typeof resolve === 'function') {
+    try {
+      return load(fileURLToPath(resolve(BASE_MODULE))) as BaseProviderModule;
+    } catch {
+      // Not resolvable as an ES module here: the CommonJS build will do.
+    }
+  }
+  return load(BASE_MODULE) as BaseProviderModule;
 }
