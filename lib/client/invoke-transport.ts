@@ -122,22 +122,42 @@ function invokeError(
       { cause: err },
     );
   }
-  const e = err as { name?: unknown; $metadata?: { httpStatusCode?: unknown }; $retryable?: unknown };
+  const e = err as {
+    name?: unknown;
+    code?: unknown;
+    message?: unknown;
+    $metadata?: { httpStatusCode?: unknown };
+    $retryable?: unknown;
+  };
   const name = typeof e?.name === 'string' ? e.name : 'Error';
   const status = typeof e?.$metadata?.httpStatusCode === 'number' ? e.$metadata.httpStatusCode : undefined;
+  if (status === undefined && !isNetworkError(e)) {
+    // Nothing was sent: the Lambda client itself is not set up (no region, no credentials…).
+    const said = typeof e?.message === 'string' ? `: ${e.message.slice(0, 200)}` : '';
+    return new TokenClientError(
+      'service_refused',
+      `the Lambda client could not invoke ${functionName} (${name}${said}); check its region and credentials`,
+      { cause: err },
+    );
+  }
   const retryable =
-    name !== 'CredentialsProviderError' &&
-    (RETRYABLE_LAMBDA_ERRORS.has(name) ||
-      e?.$retryable !== undefined ||
-      status === undefined ||
-      status === 429 ||
-      status >= 500);
+    RETRYABLE_LAMBDA_ERRORS.has(name) ||
+    e?.$retryable !== undefined ||
+    status === undefined ||
+    status === 429 ||
+    status >= 500;
   return new TokenClientError(
     retryable ? 'service_unreachable' : 'service_refused',
     `Lambda Invoke of ${functionName} failed on ${request.action}: ${name}` +
       (name === 'AccessDeniedException' ? ' (the caller needs lambda:InvokeFunction on it)' : ''),
     { cause: err, ...(status !== undefined ? { status } : {}) },
   );
+}
+
+/** A connection that failed or timed out on the way (the call may be sent again). */
+function isNetworkError(e: { name?: unknown; code?: unknown } | undefined): boolean {
+  if (e?.name === 'TimeoutError') return true;
+  return typeof e?.code === 'string' && /^(E[A-Z]+|UND_ERR_[A-Z_]+)$/.test(e.code);
 }
 
 /** ` errorType`, from a crashed function's payload, when there is one. */

@@ -73,6 +73,7 @@ describe('invokeTransport', () => {
     ['AccessDeniedException', 403, 'service_refused', false],
     ['ResourceNotFoundException', 404, 'service_refused', false],
     ['CredentialsProviderError', undefined, 'service_refused', false],
+    ['Error', undefined, 'service_refused', false],
   ])('Lambda error %s (HTTP %s): %s', async (name, status, code, retryable) => {
     const { client } = fakeLambda(() => {
       throw sdkError(name, status);
@@ -83,6 +84,19 @@ describe('invokeTransport', () => {
     expect(err).toMatchObject({ code, retryable });
     expect(err.message).toContain(name);
   });
+
+  it.each(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT'])(
+    'a network error %s is service_unreachable',
+    async (code) => {
+      const { client } = fakeLambda(() => {
+        throw Object.assign(new Error(`connect ${code}`), { code });
+      });
+      const err = await clientFailure(
+        invokeTransport({ functionName: 'fn', client }).send({ action: 'get_token', appid: APPID }, call()),
+      );
+      expect(err).toMatchObject({ code: 'service_unreachable', retryable: true });
+    },
+  );
 
   it('a payload that is not JSON is service_bad_response', async () => {
     const { client } = fakeLambda(() => ({ StatusCode: 200, Payload: new TextEncoder().encode('<html>') }));
