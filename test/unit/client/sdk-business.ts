@@ -72,11 +72,25 @@ export interface WiredSdk {
 export type SdkName = WiredSdk['name'];
 export const SDK_NAMES: SdkName[] = ['co-wechat-api', 'wechat-api', 'node-easywechat'];
 
-export function wireSdk(name: SdkName, client: TokenClient, wechatBaseUrl: string): WiredSdk {
+/** The adapters to wire with: the sources by default, or the built package's (dist/client.*). */
+export interface Adapters {
+  coWechatApi: typeof coWechatApi;
+  wechatApi: typeof wechatApi;
+  easyWechat: typeof easyWechat;
+}
+
+const SOURCE_ADAPTERS: Adapters = { coWechatApi, wechatApi, easyWechat };
+
+export function wireSdk(
+  name: SdkName,
+  client: TokenClient,
+  wechatBaseUrl: string,
+  adapters: Adapters = SOURCE_ADAPTERS,
+): WiredSdk {
   addBusinessMethods();
   switch (name) {
     case 'co-wechat-api': {
-      const api = coWechatApi(CoWechatApi, client) as unknown as ReturnType<typeof coWechatApi> & {
+      const api = adapters.coWechatApi(CoWechatApi, client) as unknown as ReturnType<typeof coWechatApi> & {
         prefix: string;
         getApiDomainIp(): Promise<DomainIps>;
       };
@@ -89,7 +103,7 @@ export function wireSdk(name: SdkName, client: TokenClient, wechatBaseUrl: strin
       };
     }
     case 'wechat-api': {
-      const api = wechatApi(WechatApi, client) as unknown as ReturnType<typeof wechatApi> & {
+      const api = adapters.wechatApi(WechatApi, client) as unknown as ReturnType<typeof wechatApi> & {
         endpoint: string;
         getApiDomainIp(callback: Callback): void;
       };
@@ -104,7 +118,7 @@ export function wireSdk(name: SdkName, client: TokenClient, wechatBaseUrl: strin
       };
     }
     case 'node-easywechat': {
-      const app = easyWechat(
+      const app = adapters.easyWechat(
         new OfficialAccount({
           app_id: client.appid,
           secret: 'unused',
