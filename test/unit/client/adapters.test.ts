@@ -3,7 +3,9 @@
  * service: its tokens are classic tokens the simulator issued to "someone else" (rotateExternally),
  * so a token the SDK fetched by itself would show in the simulator's counters.
  */
+import { MiniApp } from 'node-easywechat';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { easyWechat } from '../../../lib/client/easy-wechat.ts';
 import { TokenClientError } from '../../../lib/client/errors.ts';
 import type { ServiceRequest } from '../../../lib/client/protocol.ts';
 import { TokenClient } from '../../../lib/client/token-client.ts';
@@ -100,5 +102,23 @@ describe.each(SDK_NAMES)('%s adapter', (name) => {
     expect(transport.requests).toEqual([
       { action: 'jssdk_config', appid: APPID, url: 'https://example.com/page' },
     ]);
+  });
+});
+
+describe('node-easywechat MiniApp', () => {
+  it('is wired the same way: service tokens, and a dead token reported and the request sent again', async () => {
+    const client = new TokenClient({ appid: APPID, transport });
+    const app = easyWechat(
+      new MiniApp({ app_id: APPID, secret: 'unused', http: { baseURL: `${sim.baseUrl}/` } }),
+      client,
+    );
+    const call = async () =>
+      (await app.getClient().get('cgi-bin/get_api_domain_ip')).toObject() as { ip_list?: string[] };
+    expect((await call()).ip_list?.length).toBeGreaterThan(0);
+    sim.rotateExternally(APPID);
+    sim.rotateExternally(APPID);
+    expect((await call()).ip_list?.length).toBeGreaterThan(0);
+    expect(transport.requests.map((r) => r.action)).toEqual(['get_token', 'refresh_token']);
+    expect(sim.calls.token + sim.calls.stableToken).toBe(0);
   });
 });
