@@ -3,9 +3,11 @@
 //                        and the handler loads it only when it must read the secret);
 //   dist/wechat-http.js  the WeChat client's HTTP transport with undici in it, which index.js
 //                        requires on its first upstream call only: a cache hit never loads it.
+// and the consumer client (package export "./client"), see client-build.mjs.
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { relative } from 'node:path';
+import { dirname, relative } from 'node:path';
 import { build } from 'esbuild';
+import { buildClient } from './client-build.mjs';
 import { esbuildOptions, LAZY_TRANSPORT_FILE, lazyTransportPlugin } from './esbuild-options.mjs';
 
 const options = { ...esbuildOptions, write: false, metafile: true };
@@ -39,3 +41,13 @@ for (const file of [...main.outputFiles, ...lazy.outputFiles]) {
 }
 // dist/ is self-describing for tools that resolve it as a package (the repository is ESM).
 write('dist/package.json', `${JSON.stringify({ type: 'commonjs', main: 'index.js' }, null, 2)}\n`);
+const client = await buildClient((path, contents) => {
+  mkdirSync(dirname(path), { recursive: true });
+  write(path, contents);
+});
+for (const file of client.filter((f) => !f.path.includes('/types/'))) {
+  console.log(`${relative('.', file.path)} ${(file.contents.byteLength / 1024).toFixed(1)} KiB`);
+}
+console.log(
+  `dist/types/client/ ${client.filter((f) => f.path.includes('/types/')).length} declaration files`,
+);
