@@ -165,12 +165,12 @@ function buildStore(
     protocol === 'text'
       ? new TextMemcachedStore({ node, tls, timeoutMs })
       : new MemcachedStore({
-          // memjs names the server; the socket factory dials the node (its IP when discovery gave one).
-          servers: [`${node.host}:${node.port}`],
+          // Plain TCP: memjs's own socket (cheaper on the hit path), dialling the IP when discovery
+          // gave one. TLS: the socket factory, which dials the IP and verifies the host name.
+          servers: [useTls ? `${node.host}:${node.port}` : `${node.ip ?? node.host}:${node.port}`],
           timeoutMs,
           now: () => clock.now(),
           onDiagnostic,
-          // Plain TCP stays memjs's own socket (the hit path's cost); TLS needs the factory.
           ...(useTls ? { socket: { factory: nodeSocketFactory(node, tls), tls: true } } : {}),
         });
   const addresses = servers.map((s): NodeAddress => ({ ...parseHostPort(s), ip: null }));
