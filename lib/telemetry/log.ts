@@ -30,7 +30,7 @@ export interface Metric {
 
 export interface EventLogOptions {
   level: LogLevel;
-  /** Where lines go; one call per line. Default: stdout. */
+  /** Where lines go; one call per line, at once. Default: stdout, written after the answer (see below). */
   write?: (line: string) => void;
   now?: () => number;
 }
@@ -44,7 +44,7 @@ export class EventLog implements Telemetry {
 
   constructor(options: EventLogOptions) {
     this.#minRank = RANK[options.level];
-    this.#write = options.write ?? ((line) => process.stdout.write(line));
+    this.#write = options.write ?? writeToStdoutSoon;
     this.#now = options.now ?? Date.now;
   }
 
@@ -98,6 +98,33 @@ export class EventLog implements Telemetry {
     this.#write(`${JSON.stringify(out)}\n`);
   }
 }
+
+/**
+ * Lines bound for stdout, written together once the current turn of the event loop is done: after the
+ * handler has returned its answer. A write to the pipe Lambda reads stdout from is a system call that
+ * wakes the reader; on a Memcached hit it was a third of the time a caller waited. Written in the
+ * check phase of the same loop turn, the lines still go out before the runtime asks for the next event
+ * (and Lambda freezes the process), and on exit.
+ */
+let pendingLines: string[] = [];
+let flushScheduled = false;
+
+function flushLines(): void {
+  flushScheduled = false;
+  if (pendingLines.length === 0) return;
+  const text = pendingLines.join('');
+  pendingLines = [];
+  process.stdout.write(text);
+}
+
+function writeToStdoutSoon(line: string): void {
+  pendingLines.push(line);
+  if (flushScheduled) return;
+  flushScheduled = true;
+  setImmediate(flushLines);
+}
+
+process.once('exit', flushLines);
 
 function metricsOf(event: CoreEvent): Metric[] {
   switch (event.event) {

@@ -28,6 +28,9 @@ readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   } catch (err) {
     result = { thrown: String(err?.name) };
   }
+  // The handler writes its log lines once the loop turn is done: let them go out before the reply,
+  // so a test that has the reply has the lines too.
+  await new Promise((resolve) => setImmediate(resolve));
   process.stdout.write(`@@wts ${JSON.stringify({ id, result, ms: Date.now() - started })}\n`);
 });
 process.stdin.on('end', () => process.exit(0));
