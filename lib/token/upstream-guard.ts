@@ -214,11 +214,19 @@ export class UpstreamGuard {
     return this.#settings.quotaBreakerProbeSeconds ?? DEFAULT_PROBE_SECONDS;
   }
 
+  /**
+   * The probe marker's TTL: Memcached expires items on whole-second ticks, so a TTL of n seconds can
+   * end after just over n − 1. One more second keeps the interval between probes at least the setting.
+   */
+  get #markerSeconds(): number {
+    return this.#probeSeconds + 1;
+  }
+
   /** Whether this caller is the one that probes now: the `add` of the probe marker decides, fleet-wide. */
   async #mayProbe(failureKey: string): Promise<boolean> {
     const key = probeKey(failureKey);
     try {
-      return await this.#store.add(key, '1', this.#probeSeconds);
+      return await this.#store.add(key, '1', this.#markerSeconds);
     } catch {
       // The cache cannot coordinate: at most one probe per interval from this instance.
       const now = this.#clock.now();
@@ -231,7 +239,7 @@ export class UpstreamGuard {
   async #markProbe(failureKey: string): Promise<void> {
     const key = probeKey(failureKey);
     this.#probes.set(key, this.#clock.now() + this.#probeSeconds * 1000);
-    await this.#store.set(key, '1', this.#probeSeconds).catch(() => {});
+    await this.#store.set(key, '1', this.#markerSeconds).catch(() => {});
   }
 
   async #close(failureKey: string): Promise<void> {

@@ -13,6 +13,8 @@ import { FakeTime, InstrumentedStore, RecordingTelemetry } from '../../fakes/ser
 import { TEST_APPID } from '../../support/secrets.ts';
 
 const PROBE_SECONDS = 600;
+/** The probe marker lives one second longer than the interval: Memcached expires on whole-second ticks. */
+const PROBE_INTERVAL_MS = (PROBE_SECONDS + 1) * 1000;
 const SECOND = 1000;
 // 10:00 China time: the quota day has 14 hours left.
 const START = Date.UTC(2025, 0, 15, 2, 0, 0);
@@ -70,7 +72,7 @@ describe('the quota breaker', () => {
     const f = fleet(3);
     await f.call(f.guards[0]!);
     for (let interval = 1; interval <= 3; interval++) {
-      f.time.advance(PROBE_SECONDS * SECOND);
+      f.time.advance(PROBE_INTERVAL_MS);
       const answers = await Promise.all(f.guards.flatMap((g) => [f.call(g), f.call(g)]));
       expect(answers.every((a) => a === 'wechat_quota_exhausted')).toBe(true);
       expect(f.wechat.calls).toBe(1 + interval);
@@ -83,7 +85,7 @@ describe('the quota breaker', () => {
     const f = fleet();
     await f.call(f.guards[0]!);
     f.wechat.exhausted = false; // an operator reset the quota in the WeChat console
-    f.time.advance(PROBE_SECONDS * SECOND - 1);
+    f.time.advance(PROBE_INTERVAL_MS - 1);
     expect(await f.call(f.guards[1]!)).toBe('wechat_quota_exhausted');
     f.time.advance(1);
     expect(await f.call(f.guards[1]!)).toBe('ticket'); // the probe
@@ -139,7 +141,7 @@ describe('the quota breaker', () => {
     f.stores[0]!.down = true;
     expect(await f.call(guard)).toBe('wechat_quota_exhausted');
     expect(f.wechat.calls).toBe(1);
-    f.time.advance(PROBE_SECONDS * SECOND);
+    f.time.advance(PROBE_INTERVAL_MS);
     f.wechat.exhausted = false;
     expect(await f.call(guard)).toBe('ticket');
     expect(await f.call(guard)).toBe('ticket');
@@ -149,14 +151,14 @@ describe('the quota breaker', () => {
   it('a probe that fails otherwise (WeChat busy) leaves the breaker open until the next interval', async () => {
     const f = fleet();
     await f.call(f.guards[0]!);
-    f.time.advance(PROBE_SECONDS * SECOND);
+    f.time.advance(PROBE_INTERVAL_MS);
     const busy = await f.guards[0]!.call('ticket_jsapi', TARGET, 'missing', async () => {
       throw new ServiceError('wechat_unavailable', 'WeChat is busy');
     }).catch((e: ServiceError) => e.code);
     expect(busy).toBe('wechat_unavailable');
     f.wechat.exhausted = false;
     expect(await f.call(f.guards[1]!)).toBe('wechat_quota_exhausted');
-    f.time.advance(PROBE_SECONDS * SECOND);
+    f.time.advance(PROBE_INTERVAL_MS);
     expect(await f.call(f.guards[1]!)).toBe('ticket');
   });
 });
