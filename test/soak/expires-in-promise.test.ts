@@ -4,32 +4,25 @@
  * across separate OS processes running dist/index.js against one real memcached
  * (`npm run test:soak`).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
-import { instancePool } from '../support/instances.ts';
+import { describe, expect, it } from 'vitest';
+import { uniquePrefix, worldPerFile } from '../support/fixtures.ts';
 import { TEST_APPID } from '../support/secrets.ts';
 
 type TokenBody = { access_token: string; expires_in: number; expires_at: number };
 
-let world: World;
-const pool = instancePool();
+const files = worldPerFile();
+const pool = files.pool;
 const spawnMany = pool.spawn;
 const unique = uniquePrefix;
-beforeAll(async () => {
-  world = await startWorld();
-});
-afterEach(async () => {
-  await pool.closeAll();
-});
-afterAll(async () => {
-  await world.close();
-});
 
 describe('the expires_in promise', () => {
   it('holds against the simulator’s real kill times while proactive and passive refreshes happen', async () => {
-    world.sim.setTokenLifetime(20);
+    files.world.sim.setTokenLifetime(20);
     try {
-      const env = world.env({ CACHE_KEY_PREFIX: unique('promise'), PASSIVE_REFRESH_MIN_AGE_SECONDS: '4' });
+      const env = files.world.env({
+        CACHE_KEY_PREFIX: unique('promise'),
+        PASSIVE_REFRESH_MIN_AGE_SECONDS: '4',
+      });
       const procs = await spawnMany(3, env);
       const promised = new Map<string, number>();
       const note = (body: TokenBody) =>
@@ -65,19 +58,21 @@ describe('the expires_in promise', () => {
       await new Promise((r) => setTimeout(r, Math.max(0, latest * 1000 - Date.now()) + 100));
       const broken: string[] = [];
       for (const [token, expiresAt] of promised) {
-        const info = world.sim.tokenInfo(token);
+        const info = files.world.sim.tokenInfo(token);
         expect(info).toBeDefined();
         if (info!.deadAtMs < expiresAt * 1000)
           broken.push(`died ${expiresAt * 1000 - info!.deadAtMs} ms before its promise`);
       }
       expect(promised.size).toBeGreaterThanOrEqual(4);
       expect(broken).toEqual([]);
-      const slack = [...promised].map(([token, at]) => world.sim.tokenInfo(token)!.deadAtMs - at * 1000);
+      const slack = [...promised].map(
+        ([token, at]) => files.world.sim.tokenInfo(token)!.deadAtMs - at * 1000,
+      );
       console.log(
         `promise: ${promised.size} tokens, ${passiveAccepted} passive refreshes; death − promise min ${Math.min(...slack)} ms`,
       );
     } finally {
-      world.sim.setTokenLifetime(7200);
+      files.world.sim.setTokenLifetime(7200);
     }
   }, 60_000);
 });

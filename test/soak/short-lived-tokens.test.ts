@@ -3,35 +3,25 @@
  * separate OS processes running dist/index.js against one real memcached and the WeChat simulator
  * (`npm run test:soak`).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CLASSIC_FIRST, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
-import { instancePool } from '../support/instances.ts';
+import { describe, expect, it } from 'vitest';
+import { CLASSIC_FIRST, uniquePrefix, worldPerFile } from '../support/fixtures.ts';
 import { TEST_APPID } from '../support/secrets.ts';
 
 type TokenBody = { access_token: string; expires_in: number; expires_at: number };
 
-let world: World;
-const pool = instancePool();
+const files = worldPerFile();
+const pool = files.pool;
 const spawnMany = pool.spawn;
 const unique = uniquePrefix;
-beforeAll(async () => {
-  world = await startWorld();
-});
-afterEach(async () => {
-  await pool.closeAll();
-});
-afterAll(async () => {
-  await world.close();
-});
 
 describe('short-lived tokens under steady load', () => {
   it('20-second tokens, 3 processes for 45 s: at most 6 fetches and never an invalidated token', async () => {
-    world.sim.setTokenLifetime(20);
+    files.world.sim.setTokenLifetime(20);
     try {
       // The classic refresh cycle from the first token on.
-      const env = world.env({ CACHE_KEY_PREFIX: unique('short'), ...CLASSIC_FIRST });
+      const env = files.world.env({ CACHE_KEY_PREFIX: unique('short'), ...CLASSIC_FIRST });
       const procs = await spawnMany(3, env);
-      world.sim.resetCounters();
+      files.world.sim.resetCounters();
       const endAt = Date.now() + 45_000;
       let served = 0;
       const bad: string[] = [];
@@ -39,9 +29,9 @@ describe('short-lived tokens under steady load', () => {
         procs.map(async (p) => {
           while (Date.now() < endAt) {
             const body = await p.invoke<TokenBody>({ appid: TEST_APPID });
-            const status = world.sim.tokenStatus(body.access_token);
+            const status = files.world.sim.tokenStatus(body.access_token);
             if (status !== 'valid') {
-              const info = world.sim.tokenInfo(body.access_token);
+              const info = files.world.sim.tokenInfo(body.access_token);
               bad.push(
                 `${status} ${info?.kind} issued ${info ? Date.now() - info.issuedAtMs : '?'} ms ago, dead ${info ? Date.now() - info.deadAtMs : '?'} ms ago`,
               );
@@ -62,7 +52,7 @@ describe('short-lived tokens under steady load', () => {
               (l) => `#${i} ${l.timestamp} ${l.event} ${l.reason ?? ''} ${l.code ?? ''} ${l.outcome ?? ''}`,
             ),
         );
-        const issued = world.sim
+        const issued = files.world.sim
           .tokensIssued(TEST_APPID)
           .filter((t) => t.issuedAtMs > endAt - 60_000)
           .map(
@@ -75,12 +65,12 @@ describe('short-lived tokens under steady load', () => {
       }
       expect(bad).toEqual([]);
       console.log(
-        `short-lived tokens: ${served} served over 45 s, ${world.sim.calls.token} WeChat fetches, 0 invalidated`,
+        `short-lived tokens: ${served} served over 45 s, ${files.world.sim.calls.token} WeChat fetches, 0 invalidated`,
       );
-      expect(world.sim.calls.token).toBeGreaterThanOrEqual(3);
-      expect(world.sim.calls.token).toBeLessThanOrEqual(6);
+      expect(files.world.sim.calls.token).toBeGreaterThanOrEqual(3);
+      expect(files.world.sim.calls.token).toBeLessThanOrEqual(6);
     } finally {
-      world.sim.setTokenLifetime(7200);
+      files.world.sim.setTokenLifetime(7200);
     }
   }, 70_000);
 });

@@ -4,26 +4,17 @@
  * reports run against a healthy memcached. Neither a frozen instance nor a stalled one may take the
  * cache for down: exactly one WeChat fetch per storm, no error, no lock left behind.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { MemcachedStore } from '../../lib/store/memcached.ts';
 import { recordKeys } from '../../lib/token/record.ts';
-import { CLASSIC_FIRST, startWorld, uniquePrefix, type World } from '../support/fixtures.ts';
-import { type Instance, instancePool } from '../support/instances.ts';
+import { CLASSIC_FIRST, uniquePrefix, worldPerFile } from '../support/fixtures.ts';
+import type { Instance } from '../support/instances.ts';
 import { TEST_APPID } from '../support/secrets.ts';
 
 type Body = { access_token?: string; error?: { code: string } };
 
-let world: World;
-const pool = instancePool();
-beforeAll(async () => {
-  world = await startWorld();
-});
-afterEach(async () => {
-  await pool.closeAll();
-});
-afterAll(async () => {
-  await world.close();
-});
+const files = worldPerFile();
+const pool = files.pool;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const between = (low: number, high: number) => low + Math.floor(Math.random() * (high - low + 1));
@@ -76,12 +67,16 @@ describe.each([
 ])('slow is not down: %s', (_name, policy, expected) => {
   it('6 frozen and stalled instances × 40 cold callers, then 200 reports: one fetch each, no error, no lock left', async () => {
     const prefix = uniquePrefix('stall');
-    const env = world.env({ CACHE_KEY_PREFIX: prefix, PASSIVE_REFRESH_MIN_AGE_SECONDS: '0', ...policy });
+    const env = files.world.env({
+      CACHE_KEY_PREFIX: prefix,
+      PASSIVE_REFRESH_MIN_AGE_SECONDS: '0',
+      ...policy,
+    });
     const instances = await pool.spawn(6, env);
-    world.sim.resetCounters();
+    files.world.sim.resetCounters();
     // WeChat answers in 300 ms, so freezes and stalls land while the lock holder is fetching.
     for (const endpoint of ['token', 'stable_token'] as const)
-      world.sim.inject({ endpoint, latencyMs: 300, times: 50 });
+      files.world.sim.inject({ endpoint, latencyMs: 300, times: 50 });
     const noise = chaos(instances);
     let storm: Body[];
     let reports: Body[];
@@ -92,9 +87,9 @@ describe.each([
           Array.from({ length: 40 }, () => p.invoke<Body>({ appid: TEST_APPID }, 15_000)),
         ),
       );
-      stormFetches = [world.sim.calls.token, world.sim.calls.stableToken];
+      stormFetches = [files.world.sim.calls.token, files.world.sim.calls.stableToken];
       const current = storm[0]!.access_token!;
-      world.sim.resetCounters();
+      files.world.sim.resetCounters();
       reports = await Promise.all(
         instances.flatMap((p) =>
           Array.from({ length: 34 }, () =>
@@ -104,12 +99,12 @@ describe.each([
       );
     } finally {
       await noise.stop();
-      world.sim.clearFaults();
+      files.world.sim.clearFaults();
     }
     console.log(
       `stalls: ${noise.counts.frozen} freezes and ${noise.counts.stalled} stalls; storm ${storm.length} callers → ` +
         `${stormFetches[0]} classic + ${stormFetches[1]} stable; ${reports.length} reports → ` +
-        `${world.sim.calls.token} classic + ${world.sim.calls.stableToken} stable`,
+        `${files.world.sim.calls.token} classic + ${files.world.sim.calls.stableToken} stable`,
     );
     // Why the cache was taken for down, if it was (diagnostics for a failure).
     const outages = instances.flatMap((p) =>
@@ -130,8 +125,8 @@ describe.each([
     expect(renewed.size).toBe(1);
     expect(renewed.has(storm[0]!.access_token)).toBe(false);
     // The report is accepted once min age has passed (0 here): one classic fetch, nothing else.
-    expect([world.sim.calls.token, world.sim.calls.stableToken]).toEqual([1, 0]);
-    for (const token of renewed) expect(world.sim.tokenStatus(token!)).toBe('valid');
+    expect([files.world.sim.calls.token, files.world.sim.calls.stableToken]).toEqual([1, 0]);
+    for (const token of renewed) expect(files.world.sim.tokenStatus(token!)).toBe('valid');
 
     // No lock left behind: every holder released its own.
     const store = new MemcachedStore({ servers: [inject('memcachedAddress')], timeoutMs: 1000 });

@@ -4,7 +4,7 @@
  * tests never see each other's records).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { inject } from 'vitest';
+import { afterAll, afterEach, beforeAll, inject } from 'vitest';
 import {
   type LocalSecretsManager,
   startLocalSecretsManager,
@@ -14,6 +14,7 @@ import {
   startWeChatSimulator,
   type WeChatSimulator,
 } from '../../local/stand-ins/wechat-simulator.ts';
+import { instancePool } from './instances.ts';
 import {
   CLIENT_KEY,
   CLIENT_KEY_OTHER,
@@ -148,3 +149,27 @@ export const bearer = (key: string) => ({ Authorization: `Bearer ${key}` });
 
 /** A cache key prefix of its own for one test, so tests never see each other's records. */
 export const uniquePrefix = (prefix: string) => `${prefix}${randomBytes(3).toString('hex')}`;
+
+/**
+ * A test file's world and instance pool, with their lifecycle: the world starts before the file's
+ * tests and closes after them; every instance a test spawns is closed after that test.
+ */
+export function worldPerFile(simOptions: Partial<SimulatorOptions> = {}) {
+  const pool = instancePool();
+  let current: World | undefined;
+  beforeAll(async () => {
+    current = await startWorld(simOptions);
+  });
+  afterEach(() => pool.closeAll());
+  afterAll(async () => {
+    await current?.close();
+  });
+  return {
+    pool,
+    /** The started world (inside tests and hooks). */
+    get world(): World {
+      if (!current) throw new Error('the world starts in beforeAll: use it inside tests');
+      return current;
+    },
+  };
+}
