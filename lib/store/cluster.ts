@@ -23,7 +23,7 @@
  *
  * ## The rule
  *
- * 1. A topology journal, so that no instance routes without knowing every list in use. Each instance,
+ * 1. A topology journal (node-lists.ts), so that no instance routes without knowing every list in use. Each instance,
  *    whenever it reads the node list (first call, then every interval), first writes that list to
  *    every node of it under `<journal prefix>:<version>` (ElastiCache raises the version at every
  *    change, so a version names one list; TTL: {@link JOURNAL_RETENTION_SECONDS}),
@@ -62,23 +62,13 @@
  */
 import { ServiceError } from '../errors.ts';
 import type { KeyValueStore } from '../ports.ts';
-import { isUnreachable, type NodeAddress, nodeName } from './connection.ts';
-import { type ClusterConfig, parseClusterConfig } from './discovery.ts';
-import { KetamaRing } from './ketama.ts';
+import { isUnreachable, type NodeAddress } from './connection.ts';
+import { type KnownList, type NodeListSource, NodeLists } from './node-lists.ts';
 
-/** How long a list's journal entry outlives its last user: longer than any record (7200 s) lives. */
-export const JOURNAL_RETENTION_SECONDS = 3 * 3600;
-/** Journal versions read on each side of the newest known version. */
-const JOURNAL_PROBE = 4;
+export { JOURNAL_RETENTION_SECONDS, type NodeListSource } from './node-lists.ts';
+
 /** A node that left the list and refused a connection is not asked again for this long. */
 const UNREACHABLE_MEMO_MS = 5_000;
-/** After a failed discovery round, no new round starts for this long (calls do not hammer the endpoint). */
-const RETRY_AFTER_MS = 1_000;
-
-/** Where the node list comes from. */
-export type NodeListSource =
-  | { kind: 'static'; nodes: NodeAddress[] }
-  | { kind: 'discovery'; endpoint: { fetch(): Promise<ClusterConfig>; close(): void } };
 
 /** The node list's source, the per-node adapter factory and the timings of the rule above. */
 export interface ClusterStoreOptions {
@@ -106,19 +96,6 @@ export interface ClusterDescription {
   lists: number;
 }
 
-interface KnownList {
-  /** The sorted node names: two answers with the same nodes are the same list. */
-  id: string;
-  version: number;
-  nodes: NodeAddress[];
-  names: ReadonlySet<string>;
-  ring: KetamaRing;
-  /** Last time the configuration endpoint or the journal showed this list. */
-  seenAtMs: number;
-  /** When this instance first knew a newer list; null for the newest. */
-  supersededAtMs: number | null;
-}
-
 interface Owner {
   name: string;
   /** The newest known list that places the key on this node. */
@@ -131,40 +108,30 @@ interface Owner {
  * endpoint is not a configuration endpoint.
  */
 export class ClusterStore implements KeyValueStore {
-  readonly #options: ClusterStoreOptions;
   readonly #now: () => number;
-  readonly #intervalMs: number;
-  /** Calls wait for a fresh node list past this age. */
-  readonly #maxAgeMs: number;
+  readonly #nodes: NodeLists;
   /** How long a superseded list may still be in sole use somewhere (rule 3). */
   readonly #windowMs: number;
-  /** Known lists, oldest version first; the last is the newest. */
-  #lists: KnownList[] = [];
-  #confirmedAtMs = Number.NEGATIVE_INFINITY;
-  #refreshing: Promise<void> | undefined;
-  /** The last round's failure and when the next round may start. */
-  #failure: { error: ServiceError; untilMs: number } | undefined;
-  readonly #adapters = new Map<string, { address: NodeAddress; store: KeyValueStore }>();
-  readonly #unreachableUntil = new Map<string, number>();
-  #closed = false;
 
   constructor(options: ClusterStoreOptions) {
-    this.#options = options;
     this.#now = options.now ?? Date.now;
-    this.#intervalMs = options.intervalMs ?? 60_000;
-    this.#maxAgeMs = 2 * this.#intervalMs;
-    this.#windowMs = this.#maxAgeMs + options.lockLeaseSeconds * 1000 + 5_000;
-    if (options.source.kind === 'static') {
-      this.#learn(0, options.source.nodes, this.#now());
-      this.#confirmedAtMs = Number.POSITIVE_INFINITY;
-    }
+    const onDiagnostic = options.onDiagnostic;
+    this.#nodes = new NodeLists({
+      source: options.source,
+      connect: options.connect,
+      intervalMs: options.intervalMs ?? 60_000,
+      journalPrefix: options.journalPrefix,
+      now: this.#now,
+      diagnose: (detail) => onDiagnostic?.(`cluster: ${detail}`),
+    });
+    this.#windowMs = this.#nodes.maxAgeMs + options.lockLeaseSeconds * 1000 + 5_000;
   }
 
   /** The newest list as counts (for /healthz), or null before the first discovery answered. */
   describe(): ClusterDescription | null {
-    const newest = this.#lists.at(-1);
+    const newest = this.#nodes.newest();
     if (!newest) return null;
-    return { nodes: newest.nodes.length, version: newest.version, lists: this.#lists.length };
+    return { nodes: newest.nodes.length, version: newest.version, lists: this.#nodes.lists.length };
   }
 
   async get(key: string): Promise<string | null> {
@@ -232,32 +199,29 @@ export class ClusterStore implements KeyValueStore {
 
   async deleteIfUnchanged(key: string, cas: string): Promise<boolean> {
     const copies = decodeCas(cas);
-    await this.#ensureFresh();
+    await this.#nodes.ensureFresh();
     let removed = true;
     let asked = 0;
     for (const [name, unique] of copies) {
-      const adapter = this.#adapters.get(name);
-      if (!adapter) continue; // the node left every known list: its copy is gone with it
+      const store = this.#nodes.connected(name);
+      if (!store) continue; // the node left every known list: its copy is gone with it
       asked++;
-      if (!(await adapter.store.deleteIfUnchanged(key, unique))) removed = false;
+      if (!(await store.deleteIfUnchanged(key, unique))) removed = false;
     }
     return asked > 0 && removed;
   }
 
-  async close(): Promise<void> {
-    this.#closed = true;
-    if (this.#options.source.kind === 'discovery') this.#options.source.endpoint.close();
-    await Promise.all([...this.#adapters.values()].map((a) => a.store.close()));
-    this.#adapters.clear();
+  close(): Promise<void> {
+    return this.#nodes.close();
   }
 
   // ---- routing -------------------------------------------------------------------------------
 
   /** The owners of `key`, oldest list first, each node once. */
   async #owners(key: string): Promise<Owner[]> {
-    await this.#ensureFresh();
+    await this.#nodes.ensureFresh();
     const owners: Owner[] = [];
-    for (const list of this.#lists) {
+    for (const list of this.#nodes.lists) {
       const name = list.ring.nodeFor(key);
       const seen = owners.find((o) => o.name === name);
       if (seen) seen.list = list;
@@ -324,17 +288,17 @@ export class ClusterStore implements KeyValueStore {
 
   /** Calls `op` on the node of `owner`, unless it left the list and refused connections just now. */
   async #on<T>(owner: Owner, op: (store: KeyValueStore) => Promise<T>): Promise<T> {
-    const until = this.#unreachableUntil.get(owner.name);
+    const until = this.#nodes.unreachableUntil.get(owner.name);
     if (until !== undefined && this.#now() < until) {
       throw new ServiceError('cache_unavailable', 'Memcached node left the cluster and refuses connections', {
         cause: new UnreachableNode(),
       });
     }
     try {
-      return await op(this.#adapter(owner.name));
+      return await op(this.#nodes.adapter(owner.name));
     } catch (err) {
       if (isUnreachable(err) && !this.#newest().names.has(owner.name)) {
-        this.#unreachableUntil.set(owner.name, this.#now() + UNREACHABLE_MEMO_MS);
+        this.#nodes.unreachableUntil.set(owner.name, this.#now() + UNREACHABLE_MEMO_MS);
       }
       throw err;
     }
@@ -346,202 +310,15 @@ export class ClusterStore implements KeyValueStore {
     if (isUnreachable(err) || (err instanceof ServiceError && err.cause instanceof UnreachableNode))
       return true;
     const leftAtMs = Math.max(
-      ...this.#lists
+      ...this.#nodes.lists
         .filter((l) => l.names.has(owner.name))
         .map((l) => l.supersededAtMs ?? Number.POSITIVE_INFINITY),
     );
     return this.#now() >= leftAtMs + this.#windowMs;
   }
 
-  #adapter(name: string): KeyValueStore {
-    const adapter = this.#adapters.get(name);
-    if (adapter) return adapter.store;
-    if (this.#closed) throw new ServiceError('cache_unavailable', 'the store is closed');
-    const address = [...this.#lists]
-      .reverse()
-      .flatMap((l) => l.nodes)
-      .find((n) => nodeName(n) === name);
-    if (!address) throw new ServiceError('cache_unavailable', 'Memcached node is in no known node list');
-    const store = this.#options.connect(address);
-    this.#adapters.set(name, { address, store });
-    return store;
-  }
-
   #newest(): KnownList {
-    return this.#lists.at(-1) as KnownList;
-  }
-
-  // ---- the node list -------------------------------------------------------------------------
-
-  async #ensureFresh(): Promise<void> {
-    if (this.#options.source.kind === 'static') return;
-    const now = this.#now();
-    const age = now - this.#confirmedAtMs;
-    if (age < this.#intervalMs) return;
-    const failure = this.#failure;
-    const mayAsk = !failure || now >= failure.untilMs;
-    if (age < this.#maxAgeMs) {
-      if (mayAsk) void this.#refresh().catch(() => {}); // diagnosed inside; the current list is still good
-      return;
-    }
-    if (!mayAsk && !this.#refreshing) throw (failure as { error: ServiceError }).error;
-    await this.#refresh();
-  }
-
-  /** One discovery round, shared by concurrent callers. */
-  #refresh(): Promise<void> {
-    this.#refreshing ??= this.#discover()
-      .catch((err: unknown) => {
-        const error =
-          err instanceof ServiceError
-            ? err
-            : new ServiceError('cache_unavailable', 'Memcached Auto Discovery failed', { cause: err });
-        this.#failure = { error, untilMs: this.#now() + RETRY_AFTER_MS };
-        this.#diagnose(`discovery round failed: ${error.message}`);
-        throw error;
-      })
-      .finally(() => {
-        this.#refreshing = undefined;
-      });
-    return this.#refreshing;
-  }
-
-  /** Rule 1: ask the endpoint, write our list to the journal, read the journal, then route. */
-  async #discover(): Promise<void> {
-    const { source } = this.#options;
-    if (source.kind !== 'discovery') return;
-    let config: ClusterConfig | undefined;
-    let configError: unknown;
-    try {
-      config = await source.endpoint.fetch();
-    } catch (err) {
-      configError = err;
-    }
-    const newest = this.#lists.at(-1);
-    if (!config && !newest) throw configError;
-    const nodes = config ? config.nodes : (newest as KnownList).nodes;
-    const names = nodes.map(nodeName);
-    const ttl = JOURNAL_RETENTION_SECONDS;
-
-    if (config) {
-      const entry = encodeJournal(config);
-      const key = this.#journalKey(config.version);
-      // Each node call is bounded by its adapter; a node that fails here fails its calls below too.
-      await Promise.allSettled(nodes.map((node) => this.#connectTo(node).set(key, entry, ttl)));
-    }
-
-    const center = Math.max(config?.version ?? 0, ...this.#lists.map((l) => l.version));
-    const versions: number[] = [];
-    for (let v = Math.max(0, center - JOURNAL_PROBE); v <= center + JOURNAL_PROBE; v++) {
-      if (v !== config?.version) versions.push(v);
-    }
-    const reads = await Promise.allSettled(
-      nodes.flatMap((node) =>
-        versions.map(async (v) => ({ v, text: await this.#connectTo(node).get(this.#journalKey(v)) })),
-      ),
-    );
-
-    const now = this.#now();
-    const answeredNodes = new Set<string>();
-    const found: ClusterConfig[] = [];
-    reads.forEach((outcome, i) => {
-      if (outcome.status !== 'fulfilled') return;
-      answeredNodes.add(names[Math.floor(i / versions.length)] as string);
-      const { v, text } = outcome.value;
-      if (text === null) return;
-      try {
-        const entry = parseClusterConfig(Buffer.from(text, 'latin1'));
-        if (entry.version === v) found.push(entry);
-      } catch {
-        this.#diagnose(`ignored an invalid topology journal entry for version ${v}`);
-      }
-    });
-    if (!config && answeredNodes.size === 0) {
-      const why = configError instanceof Error ? configError.message : String(configError);
-      throw new ServiceError(
-        'cache_unavailable',
-        `Memcached Auto Discovery failed and no node answered, so the node list cannot be confirmed: ${why.slice(0, 200)}`,
-        { cause: configError },
-      );
-    }
-    if (configError) {
-      const why = configError instanceof Error ? configError.message : String(configError);
-      this.#diagnose(`discovery failed, the journal confirmed the lists: ${why.slice(0, 200)}`);
-    }
-
-    if (config) this.#learn(config.version, config.nodes, now);
-    for (const entry of found) this.#learn(entry.version, entry.nodes, now);
-    // A list nobody wrote to the journal any more (its entry expired on nodes that answered) is forgotten.
-    const before = this.#lists.length;
-    this.#lists = this.#lists.filter(
-      (l, i) =>
-        i === this.#lists.length - 1 ||
-        now - l.seenAtMs < this.#maxAgeMs ||
-        ![...l.names].some((n) => answeredNodes.has(n)),
-    );
-    if (this.#lists.length !== before)
-      this.#diagnose(`forgot ${before - this.#lists.length} old node list(s)`);
-    this.#dropUnusedAdapters();
-    this.#confirmedAtMs = now;
-    this.#failure = undefined;
-  }
-
-  /** Takes a list into the known lists (or refreshes when it was seen), keeping them ordered by version. */
-  #learn(version: number, nodes: NodeAddress[], now: number): void {
-    const names = nodes.map(nodeName);
-    const id = [...names].sort().join(',');
-    const known = this.#lists.find((l) => l.id === id);
-    if (known) {
-      known.seenAtMs = now;
-      known.version = Math.max(known.version, version);
-      // A replaced node keeps its name and may get a new IP: the newest list's address wins.
-      if (version >= known.version) known.nodes = nodes;
-    } else {
-      this.#lists.push({
-        id,
-        version,
-        nodes,
-        names: new Set(names),
-        ring: new KetamaRing(names),
-        seenAtMs: now,
-        supersededAtMs: null,
-      });
-      this.#diagnose(`node list version ${version} with ${nodes.length} node(s) is known`);
-    }
-    this.#lists.sort((a, b) => a.version - b.version);
-    this.#lists.forEach((l, i) => {
-      if (i < this.#lists.length - 1) l.supersededAtMs ??= now;
-      else l.supersededAtMs = null;
-    });
-  }
-
-  /** The adapter of a node by address (journal writes go to the nodes of the answer just read). */
-  #connectTo(node: NodeAddress): KeyValueStore {
-    const name = nodeName(node);
-    const adapter = this.#adapters.get(name);
-    if (adapter && adapter.address.ip === node.ip) return adapter.store;
-    if (adapter) void adapter.store.close();
-    const store = this.#options.connect(node);
-    this.#adapters.set(name, { address: node, store });
-    return store;
-  }
-
-  #dropUnusedAdapters(): void {
-    const names = new Set(this.#lists.flatMap((l) => [...l.names]));
-    for (const [name, adapter] of this.#adapters) {
-      if (names.has(name)) continue;
-      void adapter.store.close();
-      this.#adapters.delete(name);
-      this.#unreachableUntil.delete(name);
-    }
-  }
-
-  #journalKey(version: number): string {
-    return `${this.#options.journalPrefix}:${version}`;
-  }
-
-  #diagnose(detail: string): void {
-    this.#options.onDiagnostic?.(`cluster: ${detail}`);
+    return this.#nodes.newest() as KnownList;
   }
 }
 
@@ -556,11 +333,6 @@ function noOwnerAnswered(operation: string): ServiceError {
     'cache_unavailable',
     `Memcached ${operation} failed: no node holding the key answered`,
   );
-}
-
-/** A journal entry: the configuration endpoint's own format, parsed by the same strict parser. */
-function encodeJournal(config: ClusterConfig): string {
-  return `${config.version}\n${config.nodes.map((n) => `${n.host}|${n.ip ?? ''}|${n.port}`).join(' ')}\n`;
 }
 
 /** The composite CAS: `<node>=<unique>` per copy, space-separated (node names hold neither). */

@@ -13,7 +13,7 @@
  *
  * where `<bytes>` counts the two data lines and the version grows by one at every change of the list.
  * The answer is checked strictly: anything else is an error that says what was wrong, and the last
- * good list stays in use (see cluster.ts).
+ * good list stays in use (see cluster.ts and node-lists.ts).
  */
 import { isIP } from 'node:net';
 import { ServiceError } from '../errors.ts';
