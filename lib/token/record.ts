@@ -97,7 +97,7 @@ export function decodeRecord(text: string | null, kind: TokenKind, appid: string
     (r.bornWithinMs === undefined ||
       (Number.isSafeInteger(r.bornWithinMs) && (r.bornWithinMs as number) > 0));
   if (!ok) return null;
-  return {
+  return Object.freeze({
     kind,
     appid,
     value: r.value as string,
@@ -110,7 +110,7 @@ export function decodeRecord(text: string | null, kind: TokenKind, appid: string
     ...(r.classicNotBeforeMs === undefined ? {} : { classicNotBeforeMs: r.classicNotBeforeMs as number }),
     ...(r.ageUnknown ? { ageUnknown: true as const } : {}),
     ...(r.bornWithinMs === undefined ? {} : { bornWithinMs: r.bornWithinMs as number }),
-  };
+  });
 }
 
 function isTime(value: unknown): boolean {
@@ -225,13 +225,25 @@ function dyingRecheckMs(bornWithinMs: number): number {
  * Reads the record of `target`; anything that is not a valid record of it counts as missing and is
  * reported (`record.invalid`). Throws `cache_unavailable`.
  */
+/** The last record decoded per cache key, with the text it came from. */
+const lastDecoded = new Map<string, { text: string; record: TokenRecord }>();
+/** Records of this many (kind, appid) pairs are kept decoded; past that the memo starts again. */
+const DECODED_KEPT = 4096;
+
 export async function readRecord(
   store: KeyValueStore,
   telemetry: Telemetry,
   target: { kind: TokenKind; appid: string; keys: RecordKeys },
 ): Promise<TokenRecord | null> {
   const text = await store.get(target.keys.record);
+  const last = lastDecoded.get(target.keys.record);
+  // Between refreshes every read returns the same text: decode it once (records are never changed).
+  if (text !== null && last?.text === text) return last.record;
   const record = decodeRecord(text, target.kind, target.appid);
+  if (record) {
+    if (lastDecoded.size >= DECODED_KEPT) lastDecoded.clear();
+    lastDecoded.set(target.keys.record, { text: text as string, record });
+  }
   if (text !== null && record === null) {
     telemetry.emit({ event: 'record.invalid', kind: target.kind, appid: target.appid });
   }

@@ -1,11 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { type TokenKind, type TokenRecord, ticketKind } from '../../../lib/domain.ts';
+import { MemoryStore } from '../../../lib/store/memory.ts';
 import { assertValidKey } from '../../../lib/store/validate.ts';
+import type { CoreEvent } from '../../../lib/telemetry/events.ts';
 import {
   decodeRecord,
   encodeRecord,
   passiveKeys,
   RECORD_FORMAT,
+  readRecord,
   recordKeys,
   upstreamKeys,
 } from '../../../lib/token/record.ts';
@@ -50,6 +53,41 @@ describe('encodeRecord / decodeRecord', () => {
     expect(decodeRecord(encodedWith({ note: 'from a newer writer' }), 'access_token', TEST_APPID)).toEqual(
       record(),
     );
+  });
+});
+
+describe('readRecord', () => {
+  const target = {
+    kind: 'access_token' as const,
+    appid: TEST_APPID,
+    keys: recordKeys('readrecord', 'access_token', TEST_APPID),
+  };
+
+  it('decodes the text once while it stays the same, and again when it changes', async () => {
+    const store = new MemoryStore({ now: () => FETCHED_AT });
+    const events: CoreEvent[] = [];
+    const telemetry = { emit: (e: CoreEvent) => events.push(e) };
+    await store.set(target.keys.record, encodeRecord(record()), 3600);
+    const first = await readRecord(store, telemetry, target);
+    const again = await readRecord(store, telemetry, target);
+    expect(again).toBe(first);
+    expect(first).toEqual(record());
+    expect(Object.isFrozen(first)).toBe(true);
+
+    await store.set(
+      target.keys.record,
+      encodeRecord(record({ generation: 8, value: 'NEXT_TOKEN_0123' })),
+      3600,
+    );
+    const next = await readRecord(store, telemetry, target);
+    expect(next).toEqual(record({ generation: 8, value: 'NEXT_TOKEN_0123' }));
+
+    await store.set(target.keys.record, '{"kind":"access_token"', 3600);
+    expect(await readRecord(store, telemetry, target)).toBeNull();
+    expect(events.map((e) => e.event)).toEqual(['record.invalid']);
+
+    await store.delete(target.keys.record);
+    expect(await readRecord(store, telemetry, target)).toBeNull();
   });
 });
 
