@@ -7,7 +7,9 @@
  *
  * Scenarios (each with its own cache-key prefix and, where tokens are counted, its own simulator):
  *   hit path    sequential direct invokes: warm memory hits; Memcached hits (MEMORY_CACHE_SECONDS=0)
- *               beside raw memjs gets of a ~300-byte value, in alternating blocks of one process
+ *               beside raw memjs gets of a ~300-byte value, in alternating blocks of one process; each
+ *               call after a /next exchange with this process (the runtime API's stand-in, which also
+ *               drains the worker's stdout, as in Lambda), and once more back to back for comparison
  *   cold start  fresh node processes: require(dist) + first get_token from a warm Memcached,
  *               with credentials from the environment and from a (local) Secrets Manager secret
  *   cold storm  4 processes × 25 cold instances on an empty cache: this product vs the seeds'
@@ -29,6 +31,8 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -203,12 +207,41 @@ interface HitWorkerResult {
   rawSamples: number[];
 }
 
-async function runHitWorker(mode: 'memory' | 'shared' | 'tls', env: NodeJS.ProcessEnv) {
-  // stdout is a pipe this process drains, as the Lambda runtime reads a function's output.
-  const worker = startWorker('worker-hit.cjs', [mode], env);
-  const result = await nextMessage<HitWorkerResult>(worker, `hit path (${mode})`);
-  await worker.exited;
-  return { ...result, sources: worker.sources };
+/**
+ * The runtime API's /next, as the worker's invocations wait for it between calls (worker-hit.cjs):
+ * answered at once, by this process, which also drains the worker's stdout, as Lambda's runtime API
+ * server reads the function's output.
+ */
+async function startRuntimeApi(): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = createServer((_req, res) => res.end('{}'));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** `backToBack`: each invocation starts right after the previous one, without the runtime API between. */
+async function runHitWorker(mode: 'memory' | 'shared' | 'tls', env: NodeJS.ProcessEnv, backToBack = false) {
+  const runtimeApi = backToBack ? undefined : await startRuntimeApi();
+  try {
+    // stdout is a pipe this process drains, as the Lambda runtime reads a function's output.
+    const worker = startWorker(
+      'worker-hit.cjs',
+      [mode],
+      runtimeApi ? { ...env, BENCH_RUNTIME_API: runtimeApi.url } : env,
+    );
+    const result = await nextMessage<HitWorkerResult>(worker, `hit path (${mode})`);
+    await worker.exited;
+    return { ...result, sources: worker.sources };
+  } finally {
+    await runtimeApi?.close();
+  }
 }
 
 /** One memory-hit worker and one Memcached-hit worker, each with raw gets timed beside its hits. */
@@ -220,15 +253,14 @@ async function hitPath(memcached: MemcachedProcess) {
       'memory',
       childEnv({ ...env, BENCH_ITERATIONS: String(MEMORY_HITS), BENCH_WARMUP: String(MEMORY_WARMUP) }),
     );
-    const shared = await runHitWorker(
-      'shared',
-      childEnv({
-        ...env,
-        MEMORY_CACHE_SECONDS: '0',
-        BENCH_ITERATIONS: String(SHARED_HITS),
-        BENCH_WARMUP: String(SHARED_WARMUP),
-      }),
-    );
+    const sharedEnv = childEnv({
+      ...env,
+      MEMORY_CACHE_SECONDS: '0',
+      BENCH_ITERATIONS: String(SHARED_HITS),
+      BENCH_WARMUP: String(SHARED_WARMUP),
+    });
+    const shared = await runHitWorker('shared', sharedEnv);
+    const backToBack = await runHitWorker('shared', sharedEnv, true);
     const memoryStats = stats(memory.handlerSamples);
     const memoryRaw = stats(memory.rawSamples);
     const sharedStats = stats(shared.handlerSamples);
@@ -240,6 +272,11 @@ async function hitPath(memcached: MemcachedProcess) {
       sharedHit: { ...sharedStats, sources: shared.sources },
       rawGet: { ...sharedRaw, valueBytes: 300 },
       sharedOverRawP50: sharedStats.p50 / sharedRaw.p50,
+      backToBack: {
+        sharedHit: stats(backToBack.handlerSamples),
+        rawGet: stats(backToBack.rawSamples),
+        sharedOverRawP50: stats(backToBack.handlerSamples).p50 / stats(backToBack.rawSamples).p50,
+      },
       upstreamFetches: simulator.calls.token + simulator.calls.stableToken,
     };
   } finally {
@@ -644,6 +681,12 @@ async function main() {
         verdict(hit.sharedOverRawP50 <= TARGET.sharedOverRaw),
       ],
       [
+        'the same, back to back (no runtime API between)',
+        `${hit.backToBack.sharedOverRawP50.toFixed(2)}× (${us(hit.backToBack.sharedHit.p50)} / ${us(hit.backToBack.rawGet.p50)})`,
+        '',
+        '',
+      ],
+      [
         'Memcached hit over TLS (text) / raw TLS get (p50)',
         `${tls.sharedOverRawP50.toFixed(2)}× (${us(tls.sharedHit.p50)} / ${us(tls.rawGet.p50)})`,
         `≤ ${TARGET.sharedOverRaw}×`,
@@ -728,7 +771,7 @@ async function main() {
     log(
       `hit path: ${hit.memoryHit.n} memory hits (sources ${JSON.stringify(hit.memoryHit.sources)}), ` +
         `${hit.sharedHit.n} Memcached hits (sources ${JSON.stringify(hit.sharedHit.sources)}), ` +
-        `${hit.memoryRawGet.n}+${hit.rawGet.n} raw gets in alternating blocks; sequential, after warm-up; stdout a pipe drained by the parent`,
+        `${hit.memoryRawGet.n}+${hit.rawGet.n} raw gets in alternating blocks; sequential, after warm-up; each call after a /next exchange with the parent, which drains stdout (a pipe)`,
     );
     log(
       `cold start: ${cold.local.runs}+${cold.secretsManager.runs} fresh processes; p90 ${ms(cold.local.total.p90)} / ${ms(cold.secretsManager.total.p90)}; ` +
