@@ -48,7 +48,13 @@ async function setup(options: { sameTokenWhileValid?: boolean } = {}) {
     wecomBaseUrl: sim.baseUrl,
     transport,
     attemptTimeoutMs: 2000,
-    clock: { now: () => t, sleep: async (ms) => void (t += ms), random: () => 0.5 },
+    clock: {
+      now: () => t,
+      sleep: async (ms) => {
+        t += ms;
+      },
+      random: () => 0.5,
+    },
   });
   return { sim, client };
 }
