@@ -109,6 +109,17 @@ describe('a WeCom app has one token endpoint: gettoken', () => {
   });
 });
 
+describe('operator actions', () => {
+  it('clear_quota is refused for a WeCom app before anything is sent: WeCom has no quota reset', async () => {
+    const w = world();
+    await expect(w.service.clearQuota(APP.appid, w.ctx())).rejects.toMatchObject({
+      code: 'invalid_request',
+      message: expect.stringContaining('WeCom app'),
+    });
+    expect(w.wechat.clearQuotaCalls).toHaveLength(0);
+  });
+});
+
 describe('the promise of a WeCom token (lifetime.ts)', () => {
   it('ends at the scheduled refresh, not at the natural expiry, and passive refresh does not shorten it', async () => {
     const w = world();
