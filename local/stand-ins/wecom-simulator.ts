@@ -27,6 +27,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { readBody } from '../read-body.ts';
+import type { SimulatorFault } from './wechat-simulator.ts';
 
 /** A WeCom self-built app; its service-side id is `corpid:agentid`. */
 export interface WeComSimulatorApp {
@@ -68,18 +69,11 @@ export interface WeComCallCounters {
   total: number;
 }
 
-export interface WeComFault {
-  endpoint: WeComEndpoint | 'any';
-  times?: number;
-  errcode?: number;
-  /** Default: WeCom's text for the errcode (60020 names the egress IP). */
-  errmsg?: string;
-  httpStatus?: number;
-  reset?: boolean;
-  latencyMs?: number;
-  /** Only requests of this app (`corpid:agentid`). */
-  appid?: string;
-}
+/**
+ * A queued fault, as the WeChat simulator's (consumed in order by the first matching requests);
+ * `errmsg` defaults to WeCom's text (60020 names the egress IP), `appid` is `corpid:agentid`.
+ */
+export type WeComFault = Omit<SimulatorFault, 'endpoint'> & { endpoint: WeComEndpoint | 'any' };
 
 export interface WeComSimulator {
   readonly baseUrl: string;

@@ -29,10 +29,10 @@ import {
   TEST_SECRET_STABLE,
   WECOM_APP_A1,
   WECOM_CORP_A,
-  WECOM_CORP_B,
   WECOM_SECRET_A1,
   WECOM_SECRET_A2,
   WECOM_SECRET_B1,
+  WECOM_SIMULATOR_APPS,
 } from './secrets.ts';
 
 export const SECRET_ID = 'wechat-token-service/test';
@@ -126,11 +126,7 @@ export async function startWorld(simOptions: Partial<SimulatorOptions> = {}): Pr
     ...simOptions,
   });
   const wecom = await startWeComSimulator({
-    apps: [
-      { corpid: WECOM_CORP_A, agentid: '1000002', secret: WECOM_SECRET_A1 },
-      { corpid: WECOM_CORP_A, agentid: '1000003', secret: WECOM_SECRET_A2 },
-      { corpid: WECOM_CORP_B, agentid: '1000002', secret: WECOM_SECRET_B1 },
-    ],
+    apps: WECOM_SIMULATOR_APPS,
   });
   const secrets = await startLocalSecretsManager({
     secrets: { [SECRET_ID]: credentialsSecret(), [WECOM_SECRET_ID]: weComCredentialsSecret() },

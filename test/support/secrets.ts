@@ -23,6 +23,12 @@ export const WECOM_SECRET_A1 = 'test-wecom-secret-a1-7f6e5d4c3b2a19';
 export const WECOM_SECRET_A2 = 'test-wecom-secret-a2-0a9b8c7d6e5f41';
 export const WECOM_SECRET_B1 = 'test-wecom-secret-b1-5c4d3e2f1a0b68';
 export const CLIENT_KEY_WECOM = 'client-key-wecom-4d3c2b1a0f9e';
+/** The apps the WeCom simulator knows: corp A's two agents and corp B's one. */
+export const WECOM_SIMULATOR_APPS = [
+  { corpid: WECOM_CORP_A, agentid: '1000002', secret: WECOM_SECRET_A1 },
+  { corpid: WECOM_CORP_A, agentid: '1000003', secret: WECOM_SECRET_A2 },
+  { corpid: WECOM_CORP_B, agentid: '1000002', secret: WECOM_SECRET_B1 },
+];
 
 /** Twenty classic apps, for tests that spread many appids over a cluster's nodes. */
 export const FLEET_APPS = Array.from({ length: 20 }, (_, i) => ({

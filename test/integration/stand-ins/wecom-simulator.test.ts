@@ -11,6 +11,7 @@ import {
   WECOM_SECRET_A1,
   WECOM_SECRET_A2,
   WECOM_SECRET_B1,
+  WECOM_SIMULATOR_APPS,
 } from '../../support/secrets.ts';
 
 let t = Date.UTC(2025, 0, 15, 4, 0, 0);
@@ -22,11 +23,7 @@ afterEach(async () => {
 
 async function start(options: Partial<WeComSimulatorOptions> = {}): Promise<WeComSimulator> {
   sim = await startWeComSimulator({
-    apps: [
-      { corpid: WECOM_CORP_A, agentid: '1000002', secret: WECOM_SECRET_A1 },
-      { corpid: WECOM_CORP_A, agentid: '1000003', secret: WECOM_SECRET_A2 },
-      { corpid: WECOM_CORP_B, agentid: '1000002', secret: WECOM_SECRET_B1 },
-    ],
+    apps: WECOM_SIMULATOR_APPS,
     now: () => t,
     ...options,
   });

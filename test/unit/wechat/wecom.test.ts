@@ -13,10 +13,10 @@ import {
   WECOM_APP_A1,
   WECOM_APP_A2,
   WECOM_CORP_A,
-  WECOM_CORP_B,
   WECOM_SECRET_A1,
   WECOM_SECRET_A2,
   WECOM_SECRET_B1,
+  WECOM_SIMULATOR_APPS,
 } from '../../support/secrets.ts';
 
 const START = Date.UTC(2025, 0, 15, 4, 0, 0);
@@ -33,11 +33,7 @@ afterEach(async () => {
 
 async function setup(options: { sameTokenWhileValid?: boolean } = {}) {
   sim = await startWeComSimulator({
-    apps: [
-      { corpid: WECOM_CORP_A, agentid: '1000002', secret: WECOM_SECRET_A1 },
-      { corpid: WECOM_CORP_A, agentid: '1000003', secret: WECOM_SECRET_A2 },
-      { corpid: WECOM_CORP_B, agentid: '1000002', secret: WECOM_SECRET_B1 },
-    ],
+    apps: WECOM_SIMULATOR_APPS,
     now: () => t,
     ...options,
   });
