@@ -136,6 +136,9 @@ function isTime(value: unknown): boolean {
   return typeof value === 'number' && Number.isSafeInteger(value) && value > 0;
 }
 
+/** How soon a WeCom token handed back past its counted life is asked for again. */
+const WECOM_DYING_TOKEN_RECHECK_MS = 5000;
+
 /** What one upstream call produced: the grant, how it was obtained, and when the request was sent. */
 export interface Fetched {
   grant: Grant;
@@ -173,10 +176,17 @@ export function buildRecord(
   if (same) fetchedAtMs = previous.fetchedAtMs;
   let refresh = refreshAtMs(fetchedAtMs, expiresAtMs, origin, jitter, settings);
   if (same && origin === 'wecom') {
-    // WeCom handed back the token it holds: asking again before it expires would get it again
-    // (lifetime.ts). It lives no longer than first counted, and is asked for again at its end.
-    expiresAtMs = Math.min(expiresAtMs, previous.expiresAtMs);
-    refresh = expiresAtMs;
+    if (sentAtMs < previous.expiresAtMs) {
+      // WeCom handed back the token it holds: asking again before it expires would get it again
+      // (lifetime.ts). It lives no longer than first counted, and is asked for again at its end.
+      expiresAtMs = Math.min(expiresAtMs, previous.expiresAtMs);
+      refresh = expiresAtMs;
+    } else {
+      // Past the life first counted WeCom still hands it back: alive for a moment more, whatever
+      // expires_in says. Nothing is promised, and it is asked for again shortly.
+      expiresAtMs = Math.min(expiresAtMs, sentAtMs + WECOM_DYING_TOKEN_RECHECK_MS);
+      refresh = sentAtMs;
+    }
   }
   return {
     ...base,

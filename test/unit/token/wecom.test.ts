@@ -161,6 +161,46 @@ describe('the promise of a WeCom token (lifetime.ts)', () => {
     expect(again.expiresAtMs).toBe(previous.expiresAtMs);
     expect(again.refreshAtMs).toBe(previous.expiresAtMs);
     expect(again.generation).toBe(2);
+    // Handed back once more past its counted life: nothing promised, asked for again in 5 s.
+    const dying = buildRecord(
+      { kind: 'access_token', appid: APP.appid },
+      {
+        grant: { value: 'WC-1', expiresInSeconds: 9 },
+        origin: 'wecom',
+        sentAtMs: again.expiresAtMs + SECOND,
+      },
+      again,
+      0,
+      SETTINGS,
+      'a',
+    );
+    const askedAt = again.expiresAtMs + SECOND;
+    expect(dying.expiresAtMs).toBe(askedAt + 5 * SECOND);
+    expect(guaranteedUntilMs(dying, askedAt, SETTINGS)).toBe(askedAt);
+  });
+
+  it('when WeCom hands back its live token, requests every 10 s for 4 hours make a few gettoken calls per token life', async () => {
+    const w = world();
+    // WeCom as the older text documented it: the live token again, with its remaining life.
+    let live: { value: string; untilMs: number } | undefined;
+    let issued = 0;
+    w.wechat.tokenResponder = () => {
+      if (!live || w.time.t >= live.untilMs)
+        live = { value: `WC-${++issued}`, untilMs: w.time.t + 7200 * SECOND };
+      return { value: live.value, expiresInSeconds: Math.floor((live.untilMs - w.time.t) / 1000) };
+    };
+    const end = T0 + 4 * HOUR;
+    while (w.time.t < end) {
+      const served = await w.service.getAccessToken(APP.appid, w.ctx());
+      expect(served.value).toBe(live?.value);
+      expect(served.expiresAt * 1000).toBeLessThanOrEqual(live?.untilMs ?? 0);
+      w.time.advance(10 * SECOND);
+    }
+    console.log(
+      `WeCom handing back its live token, 4 h: ${w.wechat.tokenCalls.length} gettoken calls, ${issued} tokens`,
+    );
+    expect(issued).toBe(2);
+    expect(w.wechat.tokenCalls.length).toBeLessThanOrEqual(2 * 5);
   });
 
   it('an early revocation reported by 10 concurrent callers makes one gettoken call', async () => {
