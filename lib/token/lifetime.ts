@@ -54,7 +54,9 @@
  *   - the other fetches this service makes (a passive refresh of a reported token, a fetch after a
  *     record loss — WeCom has no stable endpoint to fall back to, so a missing record is fetched from
  *     gettoken at once) are rare and answer a token already reported dead or no longer known; they
- *     are not assumed to kill a live token, since nothing documents that they do.
+ *     are not assumed to kill a live token, since nothing documents that they do. So no promise
+ *     rests on PASSIVE_REFRESH_MIN_AGE_SECONDS, and it does not apply: a token WeCom revokes minutes
+ *     after its fetch is replaced on the first report (the daily budget still bounds reports).
  * Hence guaranteed(T) = min(natural expiry, refreshAtMs): with the defaults a 7200-s token is
  * promised up to about 6300 s, then the schedule replaces it. If WeCom hands back the token the
  * record already holds (the older documented behaviour), asking again before it expires gains
@@ -159,6 +161,14 @@ export function guaranteedUntilMs(
   const survivalMs = Math.min(OVERLAP_MS, secondRefreshGapMs);
 
   return Math.min(record.expiresAtMs, earliestRefreshMs + survivalMs);
+}
+
+/**
+ * How old a reported token must be before a passive refresh replaces it: the min age, on which the
+ * promises of WeChat's tokens rest; none for WeCom's, whose promises do not (see the header).
+ */
+export function passiveMinAgeMs(record: TokenRecord, settings: LifetimeSettings): number {
+  return record.origin === 'wecom' ? 0 : settings.passiveRefreshMinAgeSeconds * 1000;
 }
 
 /** WeChat's longest token life (wechat-facts §1: `expires_in` is "within 7200 s"). */

@@ -37,7 +37,7 @@ import { ServiceError } from '../errors.ts';
 import type { Clock, KeyValueStore, SecretSource, Telemetry, WeChatApi } from '../ports.ts';
 import { requireApp } from '../secrets/credentials.ts';
 import { type FetchContext, type FetcherDeps, type Target, ticketTarget, tokenTarget } from './fetchers.ts';
-import { type LifetimeSettings, userRefreshAtMs } from './lifetime.ts';
+import { type LifetimeSettings, passiveMinAgeMs, userRefreshAtMs } from './lifetime.ts';
 import { isCacheDown, type LockHandle, RefreshLock } from './lock.ts';
 import { MemoryCopies } from './memory-copy.ts';
 import { Outage } from './outage.ts';
@@ -150,7 +150,7 @@ export class TokenService {
     const now = this.#deps.clock.now();
     if (
       current.value !== invalidToken ||
-      now - current.fetchedAtMs < this.#deps.settings.passiveRefreshMinAgeSeconds * 1000
+      now - current.fetchedAtMs < passiveMinAgeMs(current, this.#deps.settings)
     ) {
       // An older or unknown token, or one too young to be dead: the current token is the answer.
       return this.#memory.serveRecord(current, now, 'cache');

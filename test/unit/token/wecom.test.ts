@@ -203,9 +203,11 @@ describe('the promise of a WeCom token (lifetime.ts)', () => {
     expect(w.wechat.tokenCalls.length).toBeLessThanOrEqual(2 * 5);
   });
 
-  it('an early revocation reported by 10 concurrent callers makes one gettoken call', async () => {
-    const w = world({ passiveRefreshMinAgeSeconds: 0 });
+  it('an early revocation minutes after the fetch, reported by 10 concurrent callers, makes one gettoken call (no min age)', async () => {
+    const w = world();
+    expect(w.settings.passiveRefreshMinAgeSeconds).toBe(300);
     const first = await w.service.getAccessToken(APP.appid, w.ctx());
+    w.time.advance(2 * MINUTE);
     const reports = await Promise.all(
       Array.from({ length: 10 }, () => w.service.refreshAccessToken(APP.appid, first.value, w.ctx())),
     );
