@@ -71,6 +71,7 @@ export function buildContainer(overrides: ContainerOverrides = {}): Container {
     overrides.wechat ??
     new WeChatClient({
       baseUrl: config.wechatApiBaseUrl,
+      wecomBaseUrl: config.wecomApiBaseUrl,
       attemptTimeoutMs: config.upstreamTimeoutMs,
       clock,
       ...(overrides.transport ? { transport: overrides.transport } : {}),

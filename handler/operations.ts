@@ -8,6 +8,7 @@ import {
   type Credentials,
   type Served,
   type TicketType,
+  weComApp,
 } from '../lib/domain.ts';
 import { ServiceError } from '../lib/errors.ts';
 import { jsapiSignature, newNonce, pageUrlForSignature } from '../lib/jssdk/signature.ts';
@@ -25,7 +26,8 @@ export type Request =
   | { operation: 'get_token'; appid: string }
   | { operation: 'refresh_token'; appid: string; invalidToken: string }
   | { operation: 'get_ticket'; appid: string; type: TicketType }
-  | { operation: 'jssdk_config'; appid: string; url: string };
+  /** `agentConfig`: a WeCom app's `wx.agentConfig`, signed with its agent_config ticket. */
+  | { operation: 'jssdk_config'; appid: string; url: string; agentConfig: boolean };
 
 /** Validates the fields of an operation; every failure is `invalid_request` naming the field. */
 export function parseRequest(operation: Operation, fields: Record<string, unknown>): Request {
@@ -36,9 +38,14 @@ export function parseRequest(operation: Operation, fields: Record<string, unknow
     case 'refresh_token':
       return { operation, appid, invalidToken: parseToken(fields.invalid_token) };
     case 'get_ticket':
-      return { operation, appid, type: parseTicketType(fields.type) };
+      return { operation, appid, type: parseTicketType(fields.type, appid) };
     case 'jssdk_config':
-      return { operation, appid, url: pageUrlForSignature(fields.url) };
+      return {
+        operation,
+        appid,
+        url: pageUrlForSignature(fields.url),
+        agentConfig: parseAgentConfig(fields.agent_config, appid),
+      };
   }
 }
 
@@ -46,13 +53,14 @@ export function parseAppid(value: unknown): string {
   if (value === undefined || value === null || value === '') {
     throw new ServiceError(
       'invalid_request',
-      'appid is required: the WeChat appid, "wx" followed by 16 hex digits',
+      'appid is required: the WeChat appid, "wx" followed by 16 hex digits, or a WeCom app as "corpid:agentid"',
     );
   }
   if (typeof value !== 'string' || !APPID_PATTERN.test(value)) {
     throw new ServiceError(
       'invalid_request',
-      'appid must be a WeChat appid: "wx" followed by 16 lower-case hex digits',
+      'appid must be a WeChat appid ("wx" followed by 16 lower-case hex digits) or a WeCom app ' +
+        '("corpid:agentid", e.g. "ww0123456789abcdef:1000002")',
     );
   }
   return value;
@@ -73,11 +81,32 @@ function parseToken(value: unknown): string {
   return value;
 }
 
-function parseTicketType(value: unknown): TicketType {
+function parseTicketType(value: unknown, appid: string): TicketType {
+  if (weComApp(appid)) {
+    if (value !== 'jsapi' && value !== 'agent_config') {
+      throw new ServiceError(
+        'invalid_request',
+        'type must be "jsapi" (the corp\'s ticket for wx.config) or "agent_config" (the app\'s ticket for wx.agentConfig) for a WeCom app',
+      );
+    }
+    return value;
+  }
   if (value !== 'jsapi' && value !== 'wx_card') {
     throw new ServiceError('invalid_request', 'type must be "jsapi" (JS-SDK) or "wx_card" (card api_ticket)');
   }
   return value;
+}
+
+function parseAgentConfig(value: unknown, appid: string): boolean {
+  if (value === undefined || value === false) return false;
+  if (value !== true) throw new ServiceError('invalid_request', 'agent_config must be true or false');
+  if (!weComApp(appid)) {
+    throw new ServiceError(
+      'invalid_request',
+      'agent_config is for WeCom apps ("corpid:agentid"): wx.agentConfig does not exist for a WeChat appid',
+    );
+  }
+  return true;
 }
 
 /** The token body: WeChat's own shape plus an absolute expiry. */
@@ -92,14 +121,23 @@ export interface TicketBody {
   expires_at: number;
 }
 export interface JssdkConfigBody {
+  /** The WeChat appid, or a WeCom app's corpid (what wx.config takes as appId). */
   appId: string;
+  timestamp: number;
+  nonceStr: string;
+  signature: string;
+}
+/** A signed `wx.agentConfig` of a WeCom app. */
+export interface AgentConfigBody {
+  corpid: string;
+  agentid: string;
   timestamp: number;
   nonceStr: string;
   signature: string;
 }
 
 export interface OperationResult {
-  body: TokenBody | TicketBody | JssdkConfigBody;
+  body: TokenBody | TicketBody | JssdkConfigBody | AgentConfigBody;
   served: Served;
 }
 
@@ -151,11 +189,21 @@ export async function runOperation(
       };
     }
     case 'jssdk_config': {
-      const served = await service.getTicket(request.appid, 'jsapi', ctx);
+      // WeCom signs both configs as WeChat signs wx.config, each with its own ticket.
+      const served = await service.getTicket(
+        request.appid,
+        request.agentConfig ? 'agent_config' : 'jsapi',
+        ctx,
+      );
       const timestamp = Math.floor(clock.now() / 1000);
       const nonceStr = newNonce();
       const signature = jsapiSignature(served.value, nonceStr, timestamp, request.url);
-      return { body: { appId: request.appid, timestamp, nonceStr, signature }, served };
+      const wecom = weComApp(request.appid);
+      if (!wecom) return { body: { appId: request.appid, timestamp, nonceStr, signature }, served };
+      const body = request.agentConfig
+        ? { corpid: wecom.corpid, agentid: wecom.agentid, timestamp, nonceStr, signature }
+        : { appId: wecom.corpid, timestamp, nonceStr, signature };
+      return { body, served };
     }
   }
 }

@@ -2,7 +2,7 @@
  * Configuration: the only reader of `process.env` in the service. Parsed once per container, at the
  * edge; every failure names the variable and says what a valid value looks like.
  */
-import { APPID_PATTERN, type TicketType, type TokenApi } from './domain.ts';
+import { type TicketType, type TokenApi, WECHAT_APPID_PATTERN } from './domain.ts';
 import { ServiceError } from './errors.ts';
 import { UPSTREAM_MAX_ATTEMPTS, worstUpstreamCallMs } from './wechat/retry-policy.ts';
 
@@ -74,6 +74,8 @@ export interface Config {
   /** How long past `secretCacheSeconds` the last good secret is still used while it cannot be read again. */
   secretGraceSeconds: number;
   wechatApiBaseUrl: string;
+  /** WeCom's API origin (WECOM_API_BASE_URL, default `https://qyapi.weixin.qq.com`): gettoken and its tickets. */
+  wecomApiBaseUrl: string;
   /** How long before a token's expiry a refresh starts (scaled down for short-lived tokens). */
   refreshWindowSeconds: number;
   /** A reported token younger than this is not refreshed. */
@@ -151,6 +153,7 @@ export function loadConfig(env: Env = process.env): Config {
     secretRereadSeconds: readInt(env, 'SECRET_REREAD_SECONDS', 30, 0, 3600),
     secretGraceSeconds: readInt(env, 'SECRET_GRACE_SECONDS', 3600, 0, 86_400),
     wechatApiBaseUrl: readUrl(env, 'WECHAT_API_BASE_URL', 'https://api.weixin.qq.com'),
+    wecomApiBaseUrl: readUrl(env, 'WECOM_API_BASE_URL', 'https://qyapi.weixin.qq.com'),
     refreshWindowSeconds: readInt(env, 'TOKEN_REFRESH_WINDOW_SECONDS', 900, 1, 7000),
     passiveRefreshMinAgeSeconds: readInt(env, 'PASSIVE_REFRESH_MIN_AGE_SECONDS', 300, 0, 7200),
     passiveRefreshDailyBudget: readInt(env, 'PASSIVE_REFRESH_DAILY_BUDGET', 100, 0, 100_000),
@@ -215,7 +218,7 @@ function readCredentialSource(env: Env): CredentialSource {
         '(or, for a local run, WECHAT_APPID and WECHAT_APPSECRET)',
     );
   }
-  if (!APPID_PATTERN.test(appid))
+  if (!WECHAT_APPID_PATTERN.test(appid))
     throw invalid('WECHAT_APPID', 'must look like wx followed by 16 hex digits');
   const tickets = (nonEmpty(env, 'WECHAT_TICKETS') ?? '')
     .split(',')

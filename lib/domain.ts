@@ -7,17 +7,23 @@
  * - A *record* is what the cache stores for one (kind, appid).
  */
 
-/** What one record holds: the access token or one of the two ticket kinds. */
-export type TokenKind = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket';
+/** What one record holds: the access token or one of the ticket kinds. */
+export type TokenKind = 'access_token' | 'jsapi_ticket' | 'wx_card_ticket' | 'agent_config_ticket';
 
-/** The `type` of WeChat's getticket call (JS-SDK or card api_ticket). */
-export type TicketType = 'jsapi' | 'wx_card';
+/**
+ * A ticket type: `jsapi` (WeChat's JS-SDK ticket, or WeCom's enterprise jsapi_ticket), `wx_card`
+ * (WeChat's card api_ticket), `agent_config` (a WeCom app's ticket for `wx.agentConfig`).
+ */
+export type TicketType = 'jsapi' | 'wx_card' | 'agent_config';
 
 /** Which WeChat endpoint issues an app's access tokens. */
 export type TokenApi = 'classic' | 'stable';
 
+/** Which endpoint issues an app's access tokens: one of WeChat's two, or WeCom's `gettoken` (`wecom`). */
+export type TokenSource = TokenApi | 'wecom';
+
 /** How a record's value was obtained, which decides what a later fetch does to it. */
-export type Origin = TokenApi | 'ticket';
+export type Origin = TokenSource | 'ticket';
 
 /** Where a served value came from, reported per request as data. */
 export type Source = 'memory' | 'cache' | 'wechat' | 'peer' | 'stale';
@@ -38,15 +44,46 @@ export type FetchReason =
  */
 export type Endpoint = 'token' | 'stable_token' | 'ticket' | 'clear_quota';
 
-/** WeChat appids: `wx` followed by 16 lower-case hex digits. */
-export const APPID_PATTERN = /^wx[0-9a-f]{16}$/;
+/**
+ * The WeCom endpoints: `/cgi-bin/gettoken`, `/cgi-bin/get_jsapi_ticket` and
+ * `/cgi-bin/ticket/get?type=agent_config`.
+ */
+export type WeComEndpoint = 'wecom_gettoken' | 'wecom_jsapi_ticket' | 'wecom_agent_config_ticket';
 
-/** One configured WeChat app. */
+/** Every upstream endpoint, WeChat's and WeCom's. */
+export type ApiEndpoint = Endpoint | WeComEndpoint;
+
+/** WeChat appids: `wx` followed by 16 lower-case hex digits. */
+export const WECHAT_APPID_PATTERN = /^wx[0-9a-f]{16}$/;
+
+/**
+ * A WeCom self-built app: `corpid:agentid`. Corp IDs are `ww` (older corps: `wx`) followed by 16
+ * lower-case hex digits; agent IDs are digits without a leading zero (one app, one spelling).
+ */
+export const WECOM_APP_ID_PATTERN = /^(w[wx][0-9a-f]{16}):([1-9][0-9]{0,9})$/;
+
+/**
+ * Every app id the service serves, on every channel, in client-key scopes and in cache keys: a
+ * WeChat appid or a WeCom `corpid:agentid` (at most 29 printable characters, no space: safe in a
+ * Memcached key).
+ */
+export const APPID_PATTERN = /^(?:wx[0-9a-f]{16}|w[wx][0-9a-f]{16}:[1-9][0-9]{0,9})$/;
+
+/** The corp and agent of a WeCom app id, or undefined for a WeChat appid. */
+export function weComApp(appid: string): { corpid: string; agentid: string } | undefined {
+  const match = WECOM_APP_ID_PATTERN.exec(appid);
+  return match ? { corpid: match[1] as string, agentid: match[2] as string } : undefined;
+}
+
+/** One configured app: a WeChat app, or a WeCom app (`tokenApi` `wecom`, `appid` `corpid:agentid`). */
 export interface AppConfig {
   appid: string;
-  /** The AppSecret: sent to WeChat's token endpoints only; never logged, cached or returned. */
+  /**
+   * The AppSecret (WeCom: the app's Secret): sent to the token endpoints only; never logged, cached
+   * or returned.
+   */
   secret: string;
-  tokenApi: TokenApi;
+  tokenApi: TokenSource;
   /** Ticket types the schedule keeps fresh for this app. */
   tickets: TicketType[];
 }
@@ -106,11 +143,11 @@ export interface Grant {
 }
 
 export function ticketKind(type: TicketType): TokenKind {
-  return type === 'jsapi' ? 'jsapi_ticket' : 'wx_card_ticket';
+  return `${type}_ticket`;
 }
 
 export function ticketType(kind: Exclude<TokenKind, 'access_token'>): TicketType {
-  return kind === 'jsapi_ticket' ? 'jsapi' : 'wx_card';
+  return kind.slice(0, -'_ticket'.length) as TicketType;
 }
 
 /** Every call carries the invocation's deadline (epoch ms): no wait or fetch goes past it. */

@@ -2,7 +2,7 @@
  * The ports the core depends on. Adapters implement them (`lib/store`, `lib/secrets`, `lib/wechat`,
  * `lib/clock.ts`, `lib/telemetry`); tests pass fakes. The core imports nothing else from the outside.
  */
-import type { Credentials, Grant, TicketType, TokenApi } from './domain.ts';
+import type { Credentials, Grant, TicketType, TokenSource } from './domain.ts';
 import type { CoreEvent } from './telemetry/events.ts';
 
 /**
@@ -56,11 +56,14 @@ export interface CallOptions {
   deadlineAtMs: number;
 }
 
-/** WeChat's token and ticket endpoints. Errors are `ServiceError`s with WeChat's errcode. */
+/**
+ * WeChat's token and ticket endpoints, and WeCom's for WeCom apps (`api` `wecom`, appid
+ * `corpid:agentid`). Errors are `ServiceError`s with WeChat's or WeCom's errcode.
+ */
 export interface WeChatApi {
   fetchAccessToken(
     app: { appid: string; secret: string },
-    api: TokenApi,
+    api: TokenSource,
     options: CallOptions & { forceRefresh?: boolean },
   ): Promise<Grant>;
   fetchTicket(appid: string, accessToken: string, type: TicketType, options: CallOptions): Promise<Grant>;

@@ -3,8 +3,8 @@
  *
  * Each request becomes an API Gateway HTTP API (payload 2.0) event for the same handler that runs in
  * Lambda, and the proxy result goes back as the HTTP response. With no credentials in the
- * environment it runs the embedded defaults: the bundled WeChat simulator with a demo app, a demo
- * client key and the in-process cache. With real configuration (`WECHAT_SECRET_ID`, or
+ * environment it runs the embedded defaults: the bundled WeChat simulator with a demo app, the WeCom
+ * simulator with a demo WeCom app, a demo client key and the in-process cache. With real configuration (`WECHAT_SECRET_ID`, or
  * `WECHAT_APPID` + `WECHAT_APPSECRET`, and optionally `MEMCACHED_SERVERS`) the environment is passed
  * through untouched: it is the real thing. Secrets are never printed.
  *
@@ -18,11 +18,16 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { createHandler } from '../handler/index.ts';
 import { loadConfig } from '../lib/config.ts';
+import type { SecretSource } from '../lib/ports.ts';
+import { parseCredentials, sha256 } from '../lib/secrets/credentials.ts';
 import { readBody } from './read-body.ts';
 import { startWeChatSimulator, type WeChatSimulator } from './stand-ins/wechat-simulator.ts';
+import { startWeComSimulator, type WeComSimulator } from './stand-ins/wecom-simulator.ts';
 
 const HOST = '127.0.0.1';
 const DEMO_APPID = 'wx0123456789abcdef';
+const DEMO_CORPID = 'ww0123456789abcdef';
+const DEMO_WECOM_APP = `${DEMO_CORPID}:1000002`;
 /** The Lambda timeout the local context pretends to have. */
 const TIMEOUT_MS = 10_000;
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -33,6 +38,8 @@ type Handler = ReturnType<typeof createHandler>;
 interface Setup {
   env: Env | undefined;
   simulator: WeChatSimulator | undefined;
+  /** The embedded run's WeCom simulator, and the credentials holding both demo apps. */
+  wecom?: { simulator: WeComSimulator; secrets: SecretSource };
   /** Lines describing what runs (no secret in them). */
   describe: string[];
   /** What to put after `Bearer ` in the example curl lines. */
@@ -63,11 +70,33 @@ async function embeddedSetup(): Promise<Setup> {
   const secret = randomBytes(16).toString('hex');
   const clientKey = `demo-client-key-${randomBytes(8).toString('hex')}`;
   const simulator = await startWeChatSimulator({ apps: [{ appid: DEMO_APPID, secret }] });
+  const weComSecret = randomBytes(16).toString('hex');
+  const wecom = await startWeComSimulator({
+    apps: [{ corpid: DEMO_CORPID, agentid: '1000002', secret: weComSecret }],
+  });
+  const credentials = parseCredentials(
+    JSON.stringify({
+      apps: [
+        { appid: DEMO_APPID, secret, tickets: ['jsapi'] },
+        {
+          kind: 'wecom',
+          corpid: DEMO_CORPID,
+          agentid: '1000002',
+          secret: weComSecret,
+          tickets: ['jsapi', 'agent_config'],
+        },
+      ],
+      clients: [
+        { id: 'local', key_sha256: sha256(clientKey).toString('hex'), appids: [DEMO_APPID, DEMO_WECOM_APP] },
+      ],
+    }),
+  );
   const env: Env = {
     ...process.env,
     WECHAT_APPID: DEMO_APPID,
     WECHAT_APPSECRET: secret,
     WECHAT_API_BASE_URL: simulator.baseUrl,
+    WECOM_API_BASE_URL: wecom.baseUrl,
     WECHAT_CLIENT_KEY: clientKey,
     WECHAT_TICKETS: 'jsapi',
   };
@@ -79,8 +108,10 @@ async function embeddedSetup(): Promise<Setup> {
   return {
     env,
     simulator,
+    wecom: { simulator: wecom, secrets: { get: async () => credentials } },
     describe: [
       `WeChat      bundled simulator at ${simulator.baseUrl} (demo app ${DEMO_APPID}, jsapi ticket)`,
+      `WeCom       bundled simulator at ${wecom.baseUrl} (demo app ${DEMO_WECOM_APP}, jsapi and agent_config tickets)`,
       `cache       ${config.memcachedServers ? `Memcached at ${config.memcachedServers.join(', ')} (prefix ${config.cacheKeyPrefix})` : 'in-process (set MEMCACHED_SERVERS to use Memcached)'}`,
       `client key  ${clientKey} (a demo key, valid for this run only)`,
     ],
@@ -285,7 +316,10 @@ async function main(): Promise<void> {
     isSet(process.env, 'WECHAT_APPID') ||
     isSet(process.env, 'WECHAT_APPSECRET');
   const setup = configured ? realSetup() : await embeddedSetup();
-  const handler = createHandler(setup.env ? { env: setup.env } : {});
+  const handler = createHandler({
+    ...(setup.env ? { env: setup.env } : {}),
+    ...(setup.wecom ? { secrets: setup.wecom.secrets } : {}),
+  });
 
   const server = createServer((req, res) => {
     void serve(handler, req, res);
@@ -295,6 +329,7 @@ async function main(): Promise<void> {
     actualPort = await listen(server, port);
   } catch (err) {
     await setup.simulator?.close();
+    await setup.wecom?.simulator.close();
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE')
       fail(
@@ -315,7 +350,7 @@ async function main(): Promise<void> {
     force.unref();
     server.close();
     server.closeAllConnections();
-    Promise.resolve(setup.simulator?.close())
+    Promise.all([setup.simulator?.close(), setup.wecom?.simulator.close()])
       .catch(() => {})
       .finally(done);
   };
@@ -343,6 +378,14 @@ async function main(): Promise<void> {
     `  curl -H ${auth} ${quote(`${base}/token?appid=${setup.appid}`)}`,
     `  curl ${quote(`${base}/healthz`)}`,
     `  curl -X POST -H ${auth} -H 'content-type: application/json' -d ${quote(JSON.stringify({ appid: setup.appid, url: 'https://example.com/page' }))} ${quote(`${base}/jssdk/config`)}`,
+    ...(setup.wecom
+      ? [
+          '',
+          'WeCom (the app corpid:agentid; wx.agentConfig with "agent_config":true):',
+          `  curl -H ${auth} ${quote(`${base}/token?appid=${DEMO_WECOM_APP}`)}`,
+          `  curl -X POST -H ${auth} -H 'content-type: application/json' -d ${quote(JSON.stringify({ appid: DEMO_WECOM_APP, url: 'https://example.com/page', agent_config: true }))} ${quote(`${base}/jssdk/config`)}`,
+        ]
+      : []),
     '',
     'Ctrl-C stops it.',
     '',

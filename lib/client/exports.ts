@@ -22,7 +22,14 @@ export {
 } from './errors.ts';
 export { type HttpTransportOptions, httpTransport } from './http-transport.ts';
 export { type InvokeTransportOptions, invokeTransport, type LambdaClientLike } from './invoke-transport.ts';
-export type { JssdkConfigBody, ServiceRequest, TicketBody, TicketType, TokenBody } from './protocol.ts';
+export type {
+  AgentConfigBody,
+  JssdkConfigBody,
+  ServiceRequest,
+  TicketBody,
+  TicketType,
+  TokenBody,
+} from './protocol.ts';
 export {
   type CallOptions,
   type GetTokenOptions,

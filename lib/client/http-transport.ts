@@ -115,7 +115,11 @@ function routeOf(request: ServiceRequest): { method: 'GET' | 'POST'; path: strin
       return {
         method: 'POST',
         path: '/jssdk/config',
-        body: JSON.stringify({ appid: request.appid, url: request.url }),
+        body: JSON.stringify({
+          appid: request.appid,
+          url: request.url,
+          ...(request.agent_config ? { agent_config: true } : {}),
+        }),
       };
   }
 }

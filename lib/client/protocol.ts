@@ -6,15 +6,18 @@
  */
 import { isServiceErrorCode, TokenClientError } from './errors.ts';
 
-/** The ticket types of WeChat's getticket (`jsapi` for JS-SDK, `wx_card` for cards). */
-export type TicketType = 'jsapi' | 'wx_card';
+/**
+ * The ticket types: WeChat's getticket (`jsapi` for JS-SDK, `wx_card` for cards); a WeCom app's
+ * `jsapi` (the corp's, for wx.config) and `agent_config` (the app's, for wx.agentConfig).
+ */
+export type TicketType = 'jsapi' | 'wx_card' | 'agent_config';
 
 /** One operation of the service, as the direct-invoke event names it. */
 export type ServiceRequest =
   | { action: 'get_token'; appid: string }
   | { action: 'refresh_token'; appid: string; invalid_token: string }
   | { action: 'get_ticket'; appid: string; type: TicketType }
-  | { action: 'jssdk_config'; appid: string; url: string };
+  | { action: 'jssdk_config'; appid: string; url: string; agent_config?: true };
 
 /** The token body: `expires_in` seconds are guaranteed; `expires_at` is the same promise in epoch seconds. */
 export interface TokenBody {
@@ -33,6 +36,17 @@ export interface TicketBody {
 /** A signed `wx.config` (the ticket itself never leaves the service). */
 export interface JssdkConfigBody {
   appId: string;
+  /** Epoch seconds. */
+  timestamp: number;
+  nonceStr: string;
+  /** SHA-1, lower-case hex. */
+  signature: string;
+}
+
+/** A signed `wx.agentConfig` of a WeCom app (`jssdk_config` with `agent_config: true`). */
+export interface AgentConfigBody {
+  corpid: string;
+  agentid: string;
   /** Epoch seconds. */
   timestamp: number;
   nonceStr: string;
@@ -133,24 +147,50 @@ export function parseTicketBody(request: ServiceRequest, body: unknown): TicketB
   return { ticket: checked.ticket, expires_in: checked.expires_in, expires_at: checked.expires_at };
 }
 
-/** The wx.config body, validated; its `appId` must be the appid asked for. */
+/** The wx.config body, validated; its `appId` must be the appid asked for (a WeCom app's corpid). */
 export function parseJssdkConfigBody(request: ServiceRequest, body: unknown): JssdkConfigBody {
   const checked = throwIfErrorBody(request, body);
-  if (
-    !isObject(checked) ||
-    checked.appId !== request.appid ||
-    !isSeconds(checked.timestamp, Number.MAX_SAFE_INTEGER) ||
-    typeof checked.nonceStr !== 'string' ||
-    !/^[A-Za-z0-9_-]{1,64}$/.test(checked.nonceStr) ||
-    typeof checked.signature !== 'string' ||
-    !/^[0-9a-f]{40}$/.test(checked.signature)
-  ) {
+  if (!isObject(checked) || checked.appId !== request.appid.split(':')[0] || !isSigned(checked)) {
     throw badResponse(request, 'a body that is not {appId, timestamp, nonceStr, signature} for this appid');
   }
   return {
-    appId: checked.appId,
+    appId: checked.appId as string,
     timestamp: checked.timestamp,
     nonceStr: checked.nonceStr,
     signature: checked.signature,
   };
+}
+
+/** The wx.agentConfig body, validated; `corpid:agentid` must be the app asked for. */
+export function parseAgentConfigBody(request: ServiceRequest, body: unknown): AgentConfigBody {
+  const checked = throwIfErrorBody(request, body);
+  if (
+    !isObject(checked) ||
+    typeof checked.corpid !== 'string' ||
+    typeof checked.agentid !== 'string' ||
+    `${checked.corpid}:${checked.agentid}` !== request.appid ||
+    !isSigned(checked)
+  ) {
+    throw badResponse(
+      request,
+      'a body that is not {corpid, agentid, timestamp, nonceStr, signature} for this app',
+    );
+  }
+  return {
+    corpid: checked.corpid,
+    agentid: checked.agentid,
+    timestamp: checked.timestamp,
+    nonceStr: checked.nonceStr,
+    signature: checked.signature,
+  };
+}
+
+function isSigned(body: Fields): body is Fields & { timestamp: number; nonceStr: string; signature: string } {
+  return (
+    isSeconds(body.timestamp, Number.MAX_SAFE_INTEGER) &&
+    typeof body.nonceStr === 'string' &&
+    /^[A-Za-z0-9_-]{1,64}$/.test(body.nonceStr) &&
+    typeof body.signature === 'string' &&
+    /^[0-9a-f]{40}$/.test(body.signature)
+  );
 }

@@ -23,8 +23,10 @@
 import { type ClientClock, Deadline, sleep, systemClientClock, within } from './clock.ts';
 import { TokenClientError } from './errors.ts';
 import {
+  type AgentConfigBody,
   isOpaqueValue,
   type JssdkConfigBody,
+  parseAgentConfigBody,
   parseJssdkConfigBody,
   parseTicketBody,
   parseTokenBody,
@@ -83,8 +85,11 @@ interface Flight {
   deadline: Deadline;
 }
 
-/** A WeChat appid (the service's APPID_PATTERN in lib/domain.ts; a unit test keeps them equal). */
-export const APPID_PATTERN: RegExp = /^wx[0-9a-f]{16}$/;
+/**
+ * A WeChat appid or a WeCom app `corpid:agentid` (the service's APPID_PATTERN in lib/domain.ts; a
+ * unit test keeps them equal).
+ */
+export const APPID_PATTERN: RegExp = /^(?:wx[0-9a-f]{16}|w[wx][0-9a-f]{16}:[1-9][0-9]{0,9})$/;
 const DEFAULT_DEADLINE_MS = 10_000;
 const MAX_DEADLINE_MS = 15 * 60_000;
 const MAX_SKEW_MS = 2_000;
@@ -113,7 +118,7 @@ export class TokenClient {
     if (typeof options?.appid !== 'string' || !APPID_PATTERN.test(options.appid)) {
       throw new TokenClientError(
         'invalid_argument',
-        'TokenClient: appid must be a WeChat appid, "wx" followed by 16 lower-case hex digits',
+        'TokenClient: appid must be a WeChat appid ("wx" followed by 16 lower-case hex digits) or a WeCom app ("corpid:agentid")',
       );
     }
     if (typeof options.transport?.send !== 'function') {
@@ -235,8 +240,9 @@ export class TokenClient {
    * {@link TokenClient.jssdkConfig}, which keeps the ticket inside the service.
    */
   async getTicket(type: TicketType, options: CallOptions = {}): Promise<string> {
-    if (type !== 'jsapi' && type !== 'wx_card') {
-      throw new TokenClientError('invalid_argument', 'getTicket: type must be "jsapi" or "wx_card"');
+    const types = this.appid.includes(':') ? ['jsapi', 'agent_config'] : ['jsapi', 'wx_card'];
+    if (!types.includes(type)) {
+      throw new TokenClientError('invalid_argument', `getTicket: type must be "${types.join('" or "')}"`);
     }
     const held = this.tickets.get(type);
     if (held !== undefined && this.clock.now() < held.usableUntilMs) return held.value;
@@ -266,16 +272,39 @@ export class TokenClient {
    * nonce. Rejects with `invalid_argument` for a URL the service would refuse.
    */
   async jssdkConfig(url: string, options: CallOptions = {}): Promise<JssdkConfigBody> {
+    return this.signed({ action: 'jssdk_config', appid: this.appid, url }, options, parseJssdkConfigBody);
+  }
+
+  /**
+   * A WeCom app's signed `wx.agentConfig` for the page at `url`, signed by the service with the app's
+   * agent_config ticket. Rejects with `invalid_argument` for a WeChat appid or a URL the service would refuse.
+   */
+  async agentConfig(url: string, options: CallOptions = {}): Promise<AgentConfigBody> {
+    if (!this.appid.includes(':')) {
+      throw new TokenClientError(
+        'invalid_argument',
+        'agentConfig: only WeCom apps ("corpid:agentid") have one',
+      );
+    }
+    const request: ServiceRequest = { action: 'jssdk_config', appid: this.appid, url, agent_config: true };
+    return this.signed(request, options, parseAgentConfigBody);
+  }
+
+  private async signed<T>(
+    request: Extract<ServiceRequest, { action: 'jssdk_config' }>,
+    options: CallOptions,
+    parse: (request: ServiceRequest, body: unknown) => T,
+  ): Promise<T> {
+    const { url } = request;
     if (typeof url !== 'string' || url.length > 2048 || !/^https?:\/\/[\x21-\x7e]+$/i.test(url)) {
       throw new TokenClientError(
         'invalid_argument',
-        'jssdkConfig: url must be the absolute http(s) URL of the page, at most 2048 printable ASCII characters',
+        `${request.agent_config ? 'agentConfig' : 'jssdkConfig'}: url must be the absolute http(s) URL of the page, at most 2048 printable ASCII characters`,
       );
     }
     const deadline = new Deadline(this.clock, this.deadlineAt(options));
     try {
-      const request: ServiceRequest = { action: 'jssdk_config', appid: this.appid, url };
-      return (await this.call(request, deadline, parseJssdkConfigBody)).body;
+      return (await this.call(request, deadline, parse)).body;
     } finally {
       deadline.release();
     }

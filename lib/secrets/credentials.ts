@@ -5,13 +5,26 @@ import {
   type ClientKey,
   type Credentials,
   type TicketType,
+  WECHAT_APPID_PATTERN,
 } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { SecretSource } from '../ports.ts';
 
 const SECRET_FORMS =
   'expected {"appid":"wx…","secret":"…"} or {"apps":[{"appid":"wx…","secret":"…","token_api":"classic"|"stable",' +
-  '"tickets":["jsapi"]}],"clients":[{"id":"…","key_sha256":"<64 hex>","appids":["wx…"]}]}';
+  '"tickets":["jsapi"]},{"kind":"wecom","corpid":"ww…","agentid":"1000002","secret":"…","tickets":["jsapi","agent_config"]}],' +
+  '"clients":[{"id":"…","key_sha256":"<64 hex>","appids":["wx…","ww…:1000002"]}]}';
+
+/**
+ * The ticket names a WeCom entry may list. `agent_config` is WeCom's own name for the app ticket
+ * (`/cgi-bin/ticket/get?type=agent_config`, signing `wx.agentConfig`); `agent_jsapi` is accepted
+ * as another spelling of it.
+ */
+const WECOM_TICKETS: Readonly<Record<string, TicketType>> = {
+  jsapi: 'jsapi',
+  agent_config: 'agent_config',
+  agent_jsapi: 'agent_config',
+};
 
 /**
  * Parses the credentials secret (both forms of the design). Errors are `config_invalid`, name the
@@ -45,13 +58,15 @@ export function parseCredentials(text: string): Credentials {
 
 function parseApp(entry: unknown, where: string): AppConfig {
   if (!isObject(entry)) throw bad(`${where} is not an object; ${SECRET_FORMS}`);
+  if (entry.kind === 'wecom') return parseWeComApp(entry, where);
+  if (entry.kind !== undefined && entry.kind !== 'wechat') {
+    throw bad(`${where}.kind must be "wecom" for a WeCom app, or absent for a WeChat app`);
+  }
   const { appid, secret } = entry;
-  if (typeof appid !== 'string' || !APPID_PATTERN.test(appid)) {
+  if (typeof appid !== 'string' || !WECHAT_APPID_PATTERN.test(appid)) {
     throw bad(`${where}.appid must be "wx" followed by 16 hex digits`);
   }
-  if (typeof secret !== 'string' || !/^[\x21-\x7e]{8,128}$/.test(secret)) {
-    throw bad(`${where}.secret (appid ${appid}) must be the AppSecret: 8 to 128 printable characters`);
-  }
+  checkSecret(secret, where, `appid ${appid}`, 'AppSecret');
   const tokenApi = entry.token_api ?? 'classic';
   if (tokenApi !== 'classic' && tokenApi !== 'stable') {
     throw bad(`${where}.token_api (appid ${appid}) must be "classic" or "stable"`);
@@ -60,7 +75,44 @@ function parseApp(entry: unknown, where: string): AppConfig {
   if (!Array.isArray(tickets) || !tickets.every((t) => t === 'jsapi' || t === 'wx_card')) {
     throw bad(`${where}.tickets (appid ${appid}) must be a list of "jsapi" and "wx_card"`);
   }
-  return { appid, secret, tokenApi, tickets: [...new Set(tickets as TicketType[])] };
+  return { appid, secret: secret as string, tokenApi, tickets: [...new Set(tickets as TicketType[])] };
+}
+
+/** A WeCom self-built app: its id is `corpid:agentid`; tokens come from gettoken. */
+function parseWeComApp(entry: Record<string, unknown>, where: string): AppConfig {
+  const { corpid, secret } = entry;
+  if (typeof corpid !== 'string' || !/^w[wx][0-9a-f]{16}$/.test(corpid)) {
+    throw bad(
+      `${where}.corpid must be the WeCom corp ID: "ww" (older corps "wx") followed by 16 lower-case hex digits`,
+    );
+  }
+  const agentid = typeof entry.agentid === 'number' ? String(entry.agentid) : entry.agentid;
+  if (typeof agentid !== 'string' || !/^[1-9][0-9]{0,9}$/.test(agentid)) {
+    throw bad(`${where}.agentid (corp ${corpid}) must be the app's AgentId: digits, such as "1000002"`);
+  }
+  const appid = `${corpid}:${agentid}`;
+  if (entry.token_api !== undefined) {
+    throw bad(
+      `${where}.token_api (app ${appid}) does not apply to WeCom apps, which have one token endpoint: remove it`,
+    );
+  }
+  checkSecret(secret, where, `app ${appid}`, "app's Secret");
+  const listed = entry.tickets ?? [];
+  if (
+    !Array.isArray(listed) ||
+    !listed.every((t) => typeof t === 'string' && Object.hasOwn(WECOM_TICKETS, t))
+  ) {
+    throw bad(`${where}.tickets (app ${appid}) must be a list of "jsapi" and "agent_config"`);
+  }
+  const tickets = (listed as string[]).map((t) => WECOM_TICKETS[t] as TicketType);
+  return { appid, secret: secret as string, tokenApi: 'wecom', tickets: [...new Set(tickets)] };
+}
+
+/** Throws `config_invalid` naming the entry, never quoting the value. */
+function checkSecret(secret: unknown, where: string, which: string, what: string): void {
+  if (typeof secret !== 'string' || !/^[\x21-\x7e]{8,128}$/.test(secret)) {
+    throw bad(`${where}.secret (${which}) must be the ${what}: 8 to 128 printable characters`);
+  }
 }
 
 function parseClient(entry: unknown, index: number): ClientKey {
@@ -76,7 +128,10 @@ function parseClient(entry: unknown, index: number): ClientKey {
     );
   }
   if (!Array.isArray(appids) || !appids.every((a) => typeof a === 'string' && APPID_PATTERN.test(a))) {
-    throw bad(`${where}.appids (client ${id}) must be a list of appids ("wx" followed by 16 hex digits)`);
+    throw bad(
+      `${where}.appids (client ${id}) must be a list of app ids: WeChat appids ("wx" followed by 16 hex digits) ` +
+        'or WeCom apps ("corpid:agentid")',
+    );
   }
   return { id, keySha256: Buffer.from(keySha256, 'hex'), appids: new Set(appids as string[]) };
 }

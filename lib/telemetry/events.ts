@@ -25,22 +25,22 @@
  *
  * ¹ WARN for a 5xx answer, ERROR for an internal error.
  */
-import type { Endpoint, FetchReason, TokenKind } from '../domain.ts';
+import type { ApiEndpoint, FetchReason, TokenKind } from '../domain.ts';
 
 export type LogLevel = 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 
 /** What the core reports (through the {@link Telemetry} port). Never a secret or a full token. */
 export type CoreEvent =
-  | { event: 'upstream.fetch'; upstream: Endpoint; kind: TokenKind; appid: string; reason: FetchReason }
+  | { event: 'upstream.fetch'; upstream: ApiEndpoint; kind: TokenKind; appid: string; reason: FetchReason }
   | {
       event: 'upstream.error';
-      upstream: Endpoint;
+      upstream: ApiEndpoint;
       kind: TokenKind;
       appid: string;
       code: string;
       errcode: number | undefined;
     }
-  | { event: 'upstream.retry'; upstream: Endpoint; reason: string; attempt: number }
+  | { event: 'upstream.retry'; upstream: ApiEndpoint; reason: string; attempt: number }
   | {
       event: 'lock.wait';
       kind: TokenKind;
@@ -62,7 +62,7 @@ export type CoreEvent =
   | { event: 'cache.diagnostic'; detail: string }
   | {
       event: 'quota.probe';
-      upstream: Endpoint;
+      upstream: ApiEndpoint;
       /** The guarded upstream: token, stable_token, ticket_jsapi or ticket_wx_card. */
       breaker: string;
       appid: string;

@@ -10,10 +10,11 @@ import {
   type FetchReason,
   type Served,
   type TicketType,
-  type TokenApi,
   type TokenKind,
   type TokenRecord,
+  type TokenSource,
   ticketKind,
+  weComApp,
 } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { Clock, SecretSource, WeChatApi } from '../ports.ts';
@@ -61,14 +62,16 @@ export interface FetcherDeps {
 /**
  * Which endpoint a refresh of `current` uses. A classic app whose record is missing gets a stable
  * token first, and stays on the stable endpoint until `classicNotBeforeMs` (the loss rule of
- * lifetime.ts); an outage fetch uses the outage policy's endpoint.
+ * lifetime.ts); an outage fetch uses the outage policy's endpoint. A WeCom app has one endpoint,
+ * gettoken, whatever the record and the policies (which choose between WeChat's two).
  */
 function endpointFor(
   deps: FetcherDeps,
-  tokenApi: TokenApi,
+  tokenApi: TokenSource,
   ctx: FetchContext,
-): { api: TokenApi; classicNotBeforeMs?: number } {
+): { api: TokenSource; classicNotBeforeMs?: number } {
   const { settings, clock } = deps;
+  if (tokenApi === 'wecom') return { api: 'wecom' };
   if (ctx.reason === 'outage') {
     return { api: settings.cacheOutagePolicy === 'stable_fallback' ? 'stable' : tokenApi };
   }
@@ -79,6 +82,12 @@ function endpointFor(
   if (notBefore !== undefined && now < notBefore) return { api: 'stable', classicNotBeforeMs: notBefore };
   return { api: 'classic' };
 }
+
+const TOKEN_UPSTREAM: Record<TokenSource, UpstreamName> = {
+  classic: 'token',
+  stable: 'stable_token',
+  wecom: 'wecom_gettoken',
+};
 
 /** The access token of `appid`. */
 export function tokenTarget(deps: FetcherDeps, appid: string): Target {
@@ -92,7 +101,7 @@ export function tokenTarget(deps: FetcherDeps, appid: string): Target {
       let app = await requireApp(secrets, appid);
       const chosen = endpointFor(deps, app.tokenApi, ctx);
       let api = chosen.api;
-      const upstream: UpstreamName = api === 'classic' ? 'token' : 'stable_token';
+      const upstream: UpstreamName = TOKEN_UPSTREAM[api];
       const force = api === 'stable' && ctx.force;
       const call = async (): Promise<Fetched> => {
         const sentAtMs = clock.now();
@@ -149,7 +158,13 @@ export function ticketTarget(
   type: TicketType,
 ): Target {
   const kind = ticketKind(type);
-  const upstream: UpstreamName = type === 'jsapi' ? 'ticket_jsapi' : 'ticket_wx_card';
+  const upstream: UpstreamName = weComApp(appid)
+    ? type === 'jsapi'
+      ? 'wecom_ticket_jsapi'
+      : 'wecom_ticket_agent_config'
+    : type === 'jsapi'
+      ? 'ticket_jsapi'
+      : 'ticket_wx_card';
   return {
     kind,
     appid,

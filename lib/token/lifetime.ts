@@ -39,6 +39,33 @@
  * A second loss before R finds the stable record missing and starts over from its own D: still safe.
  * Stable tokens (normal mode) and tickets invalidate nothing: a loss does not change their promises,
  * except that a ticket seen with no record has an unknown age (see `ticketPromiseUntilMs`).
+ *
+ * WeCom (`gettoken`, origin `wecom`). What WeCom documents (wechat-facts §6): a token lives the
+ * `expires_in` it came with (normally 7200 s); WeCom may invalidate tokens early for operational
+ * reasons, and callers must then fetch again. What it no longer documents: the older page said a
+ * fetch within the token's life returns the same token; the current page dropped that sentence and
+ * says nothing about what a second fetch does to the first token — neither that it survives nor
+ * that it dies, and no overlap. So:
+ *   - this service's own scheduled fetch, from `refreshAtMs` on, may hand out a new token and (being
+ *     undocumented) may end the old one at once: nothing is promised past `refreshAtMs`;
+ *   - an early invalidation by WeCom can come at any moment and is beyond any promise, like a token
+ *     killed by an outside fetcher: consumers report it (40014/42001) and passive refresh replaces
+ *     it, once, under the lock (compare-and-refresh);
+ *   - the other fetches this service makes (a passive refresh of a reported token, a fetch after a
+ *     record loss — WeCom has no stable endpoint to fall back to, so a missing record is fetched from
+ *     gettoken at once) are rare and answer a token already reported dead or no longer known; they
+ *     are not assumed to kill a live token, since nothing documents that they do. So no promise
+ *     rests on PASSIVE_REFRESH_MIN_AGE_SECONDS, and it does not apply: a token WeCom revokes minutes
+ *     after its fetch is replaced on the first report (the daily budget still bounds reports).
+ * Hence guaranteed(T) = min(natural expiry, refreshAtMs): with the defaults a 7200-s token is
+ * promised up to about 6300 s, then the schedule replaces it. If WeCom hands back the token the
+ * record already holds (the older documented behaviour), asking again before it expires gains
+ * nothing: the record then refreshes at its expiry (record.ts).
+ *
+ * WeCom tickets (enterprise `jsapi` and app `agent_config`) are counted like WeChat's: at most 400
+ * fetches an hour per corp and 100 per app (both kinds together, to be safe). One fetch per ticket
+ * life keeps far below that; a ticket of unknown age is asked for again at most every
+ * {@link WECOM_TICKET_RECHECK_MS}, so an app with both tickets makes at most 24 such calls an hour.
  */
 import type { Origin, TokenRecord } from '../domain.ts';
 
@@ -103,6 +130,8 @@ export function guaranteedUntilMs(
 ): number {
   // Re-fetching a ticket does not invalidate the previous one; a ticket of unknown age is promised nothing.
   if (record.origin === 'ticket') return record.ageUnknown ? record.fetchedAtMs : record.expiresAtMs;
+  // WeCom: nothing past this service's next scheduled fetch (see the header).
+  if (record.origin === 'wecom') return Math.min(record.expiresAtMs, record.refreshAtMs);
 
   const lifeMs = record.expiresAtMs - record.fetchedAtMs;
   const passiveEnabled = settings.passiveRefreshDailyBudget > 0;
@@ -134,6 +163,14 @@ export function guaranteedUntilMs(
   return Math.min(record.expiresAtMs, earliestRefreshMs + survivalMs);
 }
 
+/**
+ * How old a reported token must be before a passive refresh replaces it: the min age, on which the
+ * promises of WeChat's tokens rest; none for WeCom's, whose promises do not (see the header).
+ */
+export function passiveMinAgeMs(record: TokenRecord, settings: LifetimeSettings): number {
+  return record.origin === 'wecom' ? 0 : settings.passiveRefreshMinAgeSeconds * 1000;
+}
+
 /** WeChat's longest token life (wechat-facts §1: `expires_in` is "within 7200 s"). */
 const WECHAT_MAX_LIFE_MS = 7_200_000;
 
@@ -144,12 +181,17 @@ export function classicResumeAtMs(detectedAtMs: number, settings: LifetimeSettin
   return detectedAtMs + WECHAT_MAX_LIFE_MS - OVERLAP_MS;
 }
 
+/** A WeCom ticket of unknown age is asked for again at most this often (WeCom's hourly limits, see the header). */
+export const WECOM_TICKET_RECHECK_MS = 300_000;
+
 /**
  * How often a ticket of unknown age is asked for again: until WeChat hands out a different ticket,
- * whose age is then bounded by the previous answer. Shorter for short-lived test tickets.
+ * whose age is then bounded by the previous answer. Shorter for short-lived test tickets; for WeCom
+ * at most every {@link WECOM_TICKET_RECHECK_MS}.
  */
-export function unknownAgeRecheckMs(lifeMs: number): number {
-  return Math.max(1000, Math.min(60_000, Math.floor(lifeMs / 10)));
+export function unknownAgeRecheckMs(lifeMs: number, wecom = false): number {
+  const capMs = wecom ? WECOM_TICKET_RECHECK_MS : 60_000;
+  return Math.max(1000, Math.min(capMs, Math.floor(lifeMs / 10)));
 }
 
 /**

@@ -2,7 +2,14 @@
  * The cache record of one (kind, appid) and the keys beside it: how a record is built from what
  * WeChat granted, encoded, validated when read back, and how long Memcached keeps it.
  */
-import { APPID_PATTERN, type Grant, type Origin, type TokenKind, type TokenRecord } from '../domain.ts';
+import {
+  APPID_PATTERN,
+  type Grant,
+  type Origin,
+  type TokenKind,
+  type TokenRecord,
+  weComApp,
+} from '../domain.ts';
 import type { KeyValueStore, Telemetry } from '../ports.ts';
 import { type LifetimeSettings, naturalExpiryMs, refreshAtMs, unknownAgeRecheckMs } from './lifetime.ts';
 
@@ -28,9 +35,16 @@ export function recordKeys(prefix: string, kind: TokenKind, appid: string): Reco
 
 /**
  * A guarded upstream: an endpoint, and for getticket the ticket kind (each kind's calls are counted
- * and its failures remembered on their own).
+ * and its failures remembered on their own); WeCom's gettoken and its two ticket calls.
  */
-export type UpstreamName = 'token' | 'stable_token' | 'ticket_jsapi' | 'ticket_wx_card';
+export type UpstreamName =
+  | 'token'
+  | 'stable_token'
+  | 'ticket_jsapi'
+  | 'ticket_wx_card'
+  | 'wecom_gettoken'
+  | 'wecom_ticket_jsapi'
+  | 'wecom_ticket_agent_config';
 
 export function upstreamKeys(prefix: string, upstream: UpstreamName, appid: string) {
   const base = `${prefix}:${RECORD_FORMAT}`;
@@ -57,8 +71,13 @@ export function encodeRecord(record: TokenRecord): string {
   return JSON.stringify(record);
 }
 
-const KINDS: ReadonlySet<string> = new Set(['access_token', 'jsapi_ticket', 'wx_card_ticket']);
-const ORIGINS: ReadonlySet<string> = new Set(['classic', 'stable', 'ticket']);
+const KINDS: ReadonlySet<string> = new Set([
+  'access_token',
+  'jsapi_ticket',
+  'wx_card_ticket',
+  'agent_config_ticket',
+]);
+const ORIGINS: ReadonlySet<string> = new Set(['classic', 'stable', 'wecom', 'ticket']);
 
 /**
  * Parses a cached value; anything that is not exactly a record of this kind and appid (corrupt,
@@ -117,6 +136,9 @@ function isTime(value: unknown): boolean {
   return typeof value === 'number' && Number.isSafeInteger(value) && value > 0;
 }
 
+/** How soon a WeCom token handed back past its counted life is asked for again. */
+const WECOM_DYING_TOKEN_RECHECK_MS = 5000;
+
 /** What one upstream call produced: the grant, how it was obtained, and when the request was sent. */
 export interface Fetched {
   grant: Grant;
@@ -143,14 +165,29 @@ export function buildRecord(
   const base = { kind: target.kind, appid: target.appid, value: grant.value, origin, writer };
   const generation = (previous?.generation ?? 0) + 1;
   if (origin === 'ticket') {
-    return { ...base, generation, ...ticketLife(grant, sentAtMs, previous, jitter, settings) };
+    const wecom = weComApp(target.appid) !== undefined;
+    return { ...base, generation, ...ticketLife(grant, sentAtMs, previous, jitter, settings, wecom) };
   }
 
   let fetchedAtMs = sentAtMs;
-  const expiresAtMs = naturalExpiryMs(sentAtMs, grant.expiresInSeconds);
+  let expiresAtMs = naturalExpiryMs(sentAtMs, grant.expiresInSeconds);
+  const same = previous !== null && previous.value === grant.value;
   // A stable token handed back again keeps the life counted from when it was first seen.
-  if (previous !== null && previous.value === grant.value) fetchedAtMs = previous.fetchedAtMs;
-  const refresh = refreshAtMs(fetchedAtMs, expiresAtMs, origin, jitter, settings);
+  if (same) fetchedAtMs = previous.fetchedAtMs;
+  let refresh = refreshAtMs(fetchedAtMs, expiresAtMs, origin, jitter, settings);
+  if (same && origin === 'wecom') {
+    if (sentAtMs < previous.expiresAtMs) {
+      // WeCom handed back the token it holds: asking again before it expires would get it again
+      // (lifetime.ts). It lives no longer than first counted, and is asked for again at its end.
+      expiresAtMs = Math.min(expiresAtMs, previous.expiresAtMs);
+      refresh = expiresAtMs;
+    } else {
+      // Past the life first counted WeCom still hands it back: alive for a moment more, whatever
+      // expires_in says. Nothing is promised, and it is asked for again shortly.
+      expiresAtMs = Math.min(expiresAtMs, sentAtMs + WECOM_DYING_TOKEN_RECHECK_MS);
+      refresh = sentAtMs;
+    }
+  }
   return {
     ...base,
     fetchedAtMs,
@@ -177,6 +214,7 @@ function ticketLife(
   previous: TokenRecord | null,
   jitter: number,
   settings: LifetimeSettings,
+  wecom: boolean,
 ): Pick<TokenRecord, 'fetchedAtMs' | 'expiresAtMs' | 'refreshAtMs' | 'ageUnknown' | 'bornWithinMs'> {
   const lifeMs = grant.expiresInSeconds * 1000;
   const same = previous !== null && previous.value === grant.value;
@@ -187,7 +225,7 @@ function ticketLife(
     ageUnknown: true as const,
     ...(bornWithinMs ? { bornWithinMs } : {}),
   });
-  if (previous === null) return unknown(unknownAgeRecheckMs(lifeMs));
+  if (previous === null) return unknown(unknownAgeRecheckMs(lifeMs, wecom));
   if (same && previous.ageUnknown) {
     // Still the same: ask again at the same pace.
     return unknown(Math.max(1, previous.refreshAtMs - previous.fetchedAtMs), previous.bornWithinMs);

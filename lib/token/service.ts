@@ -1,7 +1,8 @@
 /**
  * The token service: one WeChat fetch per token lifetime, however many instances ask.
  *
- * For a (kind, appid) — kind is access_token, jsapi_ticket or wx_card_ticket — the algorithm is:
+ * For a (kind, appid) — kind is access_token or a ticket; appid a WeChat appid or a WeCom
+ * `corpid:agentid` — the algorithm is:
  *
  *   1. Read the per-instance memory copy; serve it while it is outside the refresh window, younger
  *      than MEMORY_CACHE_SECONDS and still under its guarantee (source `memory`).
@@ -23,12 +24,20 @@
  */
 
 import type { CacheOutagePolicy, MissingRecordPolicy } from '../config.ts';
-import type { CallContext, FetchReason, Served, TicketType, TokenKind, TokenRecord } from '../domain.ts';
+import {
+  type CallContext,
+  type FetchReason,
+  type Served,
+  type TicketType,
+  type TokenKind,
+  type TokenRecord,
+  ticketType,
+} from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { Clock, KeyValueStore, SecretSource, Telemetry, WeChatApi } from '../ports.ts';
 import { requireApp } from '../secrets/credentials.ts';
 import { type FetchContext, type FetcherDeps, type Target, ticketTarget, tokenTarget } from './fetchers.ts';
-import { type LifetimeSettings, userRefreshAtMs } from './lifetime.ts';
+import { type LifetimeSettings, passiveMinAgeMs, userRefreshAtMs } from './lifetime.ts';
 import { isCacheDown, type LockHandle, RefreshLock } from './lock.ts';
 import { MemoryCopies } from './memory-copy.ts';
 import { Outage } from './outage.ts';
@@ -141,7 +150,7 @@ export class TokenService {
     const now = this.#deps.clock.now();
     if (
       current.value !== invalidToken ||
-      now - current.fetchedAtMs < this.#deps.settings.passiveRefreshMinAgeSeconds * 1000
+      now - current.fetchedAtMs < passiveMinAgeMs(current, this.#deps.settings)
     ) {
       // An older or unknown token, or one too young to be dead: the current token is the answer.
       return this.#memory.serveRecord(current, now, 'cache');
@@ -158,7 +167,7 @@ export class TokenService {
     const target =
       kind === 'access_token'
         ? tokenTarget(this.#fetchers, appid)
-        : this.#ticketTarget(appid, kind === 'jsapi_ticket' ? 'jsapi' : 'wx_card');
+        : this.#ticketTarget(appid, ticketType(kind));
     const current = await this.#read(target);
     const now = this.#deps.clock.now();
     if (current && now < current.refreshAtMs && now < current.expiresAtMs) return 'fresh';

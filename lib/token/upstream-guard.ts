@@ -13,7 +13,7 @@
  * instance's own copy of a failure, which only stands in while the cache cannot answer: a breaker
  * closed anywhere is closed everywhere.
  */
-import type { Endpoint, FetchReason, TokenKind } from '../domain.ts';
+import type { ApiEndpoint, FetchReason, TokenKind } from '../domain.ts';
 import { ERROR_CATALOGUE, type ErrorCode, ServiceError } from '../errors.ts';
 import type { Clock, KeyValueStore, Telemetry } from '../ports.ts';
 import { STABLE_FORCE_SPACING_MS } from './lifetime.ts';
@@ -33,6 +33,23 @@ export interface UpstreamGuardSettings {
 
 /** Every guarded upstream: an app's quota breakers, all closed by a quota reset. */
 export const UPSTREAMS: readonly UpstreamName[] = ['token', 'stable_token', 'ticket_jsapi', 'ticket_wx_card'];
+
+/** The endpoint each guarded upstream calls (the name its events carry). */
+const ENDPOINT_OF: Record<UpstreamName, ApiEndpoint> = {
+  token: 'token',
+  stable_token: 'stable_token',
+  ticket_jsapi: 'ticket',
+  ticket_wx_card: 'ticket',
+  wecom_gettoken: 'wecom_gettoken',
+  wecom_ticket_jsapi: 'wecom_jsapi_ticket',
+  wecom_ticket_agent_config: 'wecom_agent_config_ticket',
+};
+
+/**
+ * WeCom's frequency limit (45009) blocks an API for a minute or an hour (wechat-facts §6): remembered
+ * this long, fleet-wide, so that no instance asks during the block. Not a daily quota, no breaker.
+ */
+const WECOM_FREQUENCY_BLOCK_SECONDS = 60;
 
 const DEFAULT_PROBE_SECONDS = 600;
 
@@ -113,7 +130,9 @@ export class UpstreamGuard {
             ? secondsToQuotaDayEnd(this.#clock.now())
             : REMEMBERED.has(err.code)
               ? this.#settings.failureMemorySeconds
-              : 0;
+              : err.errcode === 45009 && upstream.startsWith('wecom_')
+                ? WECOM_FREQUENCY_BLOCK_SECONDS
+                : 0;
         // The first probe comes one interval after the breaker opened (or after the last probe). The
         // marker goes first: a caller that sees the breaker must find it, or it would probe at once.
         if (err.code === 'wechat_quota_exhausted') await this.#markProbe(keys.failure);
@@ -260,8 +279,8 @@ function probeKey(failureKey: string): string {
   return `${failureKey}:probe`;
 }
 
-function endpointOf(upstream: UpstreamName): Endpoint {
-  return upstream === 'ticket_jsapi' || upstream === 'ticket_wx_card' ? 'ticket' : upstream;
+function endpointOf(upstream: UpstreamName): ApiEndpoint {
+  return ENDPOINT_OF[upstream];
 }
 
 /** The WeChat quota day, a calendar day in China time (UTC+8): `YYYYMMDD`. */
@@ -289,7 +308,9 @@ function decodeFailure(text: string | null, anyCode = false): ServiceError | nul
     if (typeof raw.code !== 'string') return null;
     const known = anyCode
       ? Object.hasOwn(ERROR_CATALOGUE, raw.code)
-      : REMEMBERED.has(raw.code) || raw.code === 'wechat_quota_exhausted';
+      : REMEMBERED.has(raw.code) ||
+        raw.code === 'wechat_quota_exhausted' ||
+        raw.code === 'wechat_rate_limited';
     if (!known) return null;
     if (typeof raw.message !== 'string' || raw.message.length > 1000) return null;
     const errcode =

@@ -1,4 +1,4 @@
-import type { Endpoint, Grant, TicketType, TokenApi } from '../domain.ts';
+import { type ApiEndpoint, type Grant, type TicketType, type TokenSource, weComApp } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { CallOptions, Clock, WeChatApi } from '../ports.ts';
 import { errorForErrcode, isTransientErrcode } from './errcodes.ts';
@@ -8,13 +8,15 @@ import type { HttpOutcome, HttpRequest, HttpTransport } from './transport.ts';
 export interface WeChatClientOptions {
   /** `https://api.weixin.qq.com`, or a stand-in's origin; no trailing slash. */
   baseUrl: string;
+  /** WeCom's origin, `https://qyapi.weixin.qq.com` (the default), or a stand-in's; no trailing slash. */
+  wecomBaseUrl?: string;
   /** Timeout of one attempt, in milliseconds; each attempt is also bounded by the call's deadline. */
   attemptTimeoutMs: number;
   clock: Clock;
   /** The HTTP exchange. Default: undici (lib/wechat/undici-transport.ts), loaded on the first call. */
   transport?: HttpTransport;
   /** Called before each retry: reason and attempt number, for metrics and logs. */
-  onRetry?: (endpoint: Endpoint, reason: string, attempt: number) => void;
+  onRetry?: (endpoint: ApiEndpoint, reason: string, attempt: number) => void;
 }
 
 /**
@@ -33,8 +35,10 @@ const MAX_CREDENTIAL_LENGTH = 2048;
 /** A request as the endpoint methods build it; the attempt adds its timeout and the body cap. */
 type EndpointRequest = Omit<HttpRequest, 'timeoutMs' | 'maxBodyBytes'>;
 
+const WECOM_BASE_URL = 'https://qyapi.weixin.qq.com';
+
 /**
- * WeChat's token and ticket endpoints. Errors arrive as HTTP 200 with an errcode body and are mapped
+ * WeChat's token and ticket endpoints, and WeCom's for WeCom apps (`corpid:agentid`). Errors arrive as HTTP 200 with an errcode body and are mapped
  * to typed errors; busy (-1), 5xx and network failures are retried with jittered backoff inside the
  * deadline; nothing else is retried. The AppSecret travels in the request only and is scrubbed from
  * anything WeChat echoes back.
@@ -56,9 +60,10 @@ export class WeChatClient implements WeChatApi {
    */
   async fetchAccessToken(
     app: { appid: string; secret: string },
-    api: TokenApi,
+    api: TokenSource,
     options: CallOptions & { forceRefresh?: boolean },
   ): Promise<Grant> {
+    if (api === 'wecom') return this.#weComToken(app, options);
     const base = this.#options.baseUrl;
     const endpoint = api === 'classic' ? 'token' : 'stable_token';
     const request: EndpointRequest =
@@ -94,6 +99,7 @@ export class WeChatClient implements WeChatApi {
     type: TicketType,
     options: CallOptions,
   ): Promise<Grant> {
+    if (weComApp(appid)) return this.#weComTicket(appid, accessToken, type, options);
     const url = `${this.#options.baseUrl}/cgi-bin/ticket/getticket?access_token=${encodeURIComponent(accessToken)}&type=${type}`;
     // Fetching a ticket again invalidates nothing: always repeatable.
     const body = await this.#call('ticket', appid, { method: 'GET', url }, options, [accessToken], true);
@@ -123,8 +129,63 @@ export class WeChatClient implements WeChatApi {
     );
   }
 
+  /**
+   * WeCom's `GET /cgi-bin/gettoken?corpid=…&corpsecret=…` for the app `corpid:agentid`. WeCom does
+   * not document that a call invalidates an earlier token, so a call is repeated after an ambiguous
+   * failure like any other.
+   */
+  async #weComToken(app: { appid: string; secret: string }, options: CallOptions): Promise<Grant> {
+    const wecom = weComApp(app.appid);
+    if (!wecom)
+      throw new ServiceError('internal_error', `appid ${app.appid} is not a WeCom app (corpid:agentid)`);
+    const url = `${this.#weComBase}/cgi-bin/gettoken?corpid=${wecom.corpid}&corpsecret=${encodeURIComponent(app.secret)}`;
+    const body = await this.#call(
+      'wecom_gettoken',
+      app.appid,
+      { method: 'GET', url },
+      options,
+      [app.secret],
+      true,
+    );
+    return parseGrant('wecom_gettoken', app.appid, body, 'access_token');
+  }
+
+  /**
+   * WeCom's enterprise ticket (`GET /cgi-bin/get_jsapi_ticket`, signs `wx.config`) or the app's
+   * (`GET /cgi-bin/ticket/get?type=agent_config`, signs `wx.agentConfig`). 40014/42001 there mean the
+   * access token is dead.
+   */
+  async #weComTicket(
+    appid: string,
+    accessToken: string,
+    type: TicketType,
+    options: CallOptions,
+  ): Promise<Grant> {
+    const token = encodeURIComponent(accessToken);
+    let endpoint: ApiEndpoint;
+    let url: string;
+    if (type === 'jsapi') {
+      endpoint = 'wecom_jsapi_ticket';
+      url = `${this.#weComBase}/cgi-bin/get_jsapi_ticket?access_token=${token}`;
+    } else if (type === 'agent_config') {
+      endpoint = 'wecom_agent_config_ticket';
+      url = `${this.#weComBase}/cgi-bin/ticket/get?access_token=${token}&type=agent_config`;
+    } else {
+      throw new ServiceError(
+        'invalid_request',
+        `WeCom apps have no ${type} ticket; use jsapi or agent_config`,
+      );
+    }
+    const body = await this.#call(endpoint, appid, { method: 'GET', url }, options, [accessToken], true);
+    return parseGrant(endpoint, appid, body, 'ticket');
+  }
+
+  get #weComBase(): string {
+    return this.#options.wecomBaseUrl ?? WECOM_BASE_URL;
+  }
+
   async #call(
-    endpoint: Endpoint,
+    endpoint: ApiEndpoint,
     appid: string,
     request: EndpointRequest,
     { deadlineAtMs }: CallOptions,
@@ -196,7 +257,7 @@ export class WeChatClient implements WeChatApi {
 
   async #attempt(
     transport: HttpTransport,
-    endpoint: Endpoint,
+    endpoint: ApiEndpoint,
     appid: string,
     request: EndpointRequest,
     timeoutMs: number,
@@ -274,7 +335,12 @@ class RetryableFailure extends Error {
   }
 }
 
-function parseGrant(endpoint: Endpoint, appid: string, body: Record<string, unknown>, field: string): Grant {
+function parseGrant(
+  endpoint: ApiEndpoint,
+  appid: string,
+  body: Record<string, unknown>,
+  field: string,
+): Grant {
   const value = body[field];
   const expiresIn = body.expires_in;
   if (
@@ -297,7 +363,7 @@ function parseGrant(endpoint: Endpoint, appid: string, body: Record<string, unkn
   return { value, expiresInSeconds: expiresIn };
 }
 
-function timeoutError(endpoint: Endpoint, appid: string): ServiceError {
+function timeoutError(endpoint: ApiEndpoint, appid: string): ServiceError {
   return new ServiceError(
     'wechat_timeout',
     `WeChat ${endpoint} did not answer for appid ${appid} within the time this request had left; retry`,

@@ -1,4 +1,4 @@
-import type { Endpoint } from '../domain.ts';
+import type { ApiEndpoint } from '../domain.ts';
 import { type ErrorCode, ServiceError } from '../errors.ts';
 
 /** Business-API errcodes that mean "this access token is dead": refresh it (WxJava's list). */
@@ -9,12 +9,21 @@ const IP_NOT_WHITELISTED = new Set([40164, 61004]);
 const IP_CONFIRMATION = new Set([89501, 89503, 89506, 89507]);
 const REQUEST_BUGS = new Set([40002, 41002, 41004, 43001, 43002, 47001, 40097]);
 
-const PATHS: Record<Endpoint, string> = {
+const PATHS: Record<ApiEndpoint, string> = {
   token: '/cgi-bin/token',
   stable_token: '/cgi-bin/stable_token',
   ticket: '/cgi-bin/ticket/getticket',
   clear_quota: '/cgi-bin/clear_quota/v2',
+  wecom_gettoken: '/cgi-bin/gettoken',
+  wecom_jsapi_ticket: '/cgi-bin/get_jsapi_ticket',
+  wecom_agent_config_ticket: '/cgi-bin/ticket/get',
 };
+
+const WECOM_ENDPOINTS: ReadonlySet<ApiEndpoint> = new Set([
+  'wecom_gettoken',
+  'wecom_jsapi_ticket',
+  'wecom_agent_config_ticket',
+]);
 
 /** Whether an errcode is worth another attempt within this invocation (WeChat busy). */
 export function isTransientErrcode(errcode: number): boolean {
@@ -26,7 +35,7 @@ export function isTransientErrcode(errcode: number): boolean {
  * `errmsg` has already been stripped of anything secret by the caller.
  */
 export function errorForErrcode(
-  endpoint: Endpoint,
+  endpoint: ApiEndpoint,
   appid: string,
   errcode: number,
   errmsg: string,
@@ -35,6 +44,7 @@ export function errorForErrcode(
   const said = `WeChat ${path} answered errcode ${errcode} (${errmsg})`;
   const make = (code: ErrorCode, advice: string) =>
     new ServiceError(code, `${said} for appid ${appid}: ${advice}`, { errcode });
+  if (WECOM_ENDPOINTS.has(endpoint)) return weComError(endpoint, errcode, errmsg, make);
 
   if (endpoint !== 'ticket' && CREDENTIALS.has(errcode)) {
     const advice =
@@ -82,4 +92,52 @@ export function errorForErrcode(
   if (REQUEST_BUGS.has(errcode))
     return make('wechat_rejected', 'the request was malformed; this is a bug in the service');
   return make('wechat_rejected', 'not retried; see WeChat global error codes');
+}
+
+/**
+ * WeCom's errcodes (wechat-facts §6). They overlap WeChat's numbers with other meanings: 45009 is a
+ * frequency limit (a minute or an hour, not a daily quota), 40001 at gettoken is a wrong Secret.
+ */
+function weComError(
+  endpoint: ApiEndpoint,
+  errcode: number,
+  errmsg: string,
+  make: (code: ErrorCode, advice: string) => ServiceError,
+): ServiceError {
+  const tokenEndpoint = endpoint === 'wecom_gettoken';
+  if (errcode === 60020) {
+    // errmsg: "not allow to access from your ip, hint: [...], from ip: 1.2.3.4, more info at ..."
+    const ip = /from ip:? ?([0-9a-fA-F.:]+[0-9a-fA-F])/.exec(errmsg)?.[1];
+    return make(
+      'wechat_ip_not_whitelisted',
+      ip
+        ? `add this IP to the app's trusted IPs (企业可信IP) in the WeCom admin console: ${ip} (the NAT gateway's Elastic IP)`
+        : "add the NAT gateway's Elastic IP to the app's trusted IPs (企业可信IP) in the WeCom admin console",
+    );
+  }
+  if (errcode === 40013) {
+    return make(
+      'wechat_credentials_rejected',
+      'the corpid is not a valid WeCom corp ID; check the corpid of the app entry',
+    );
+  }
+  if (errcode === 40091 || (tokenEndpoint && errcode === 40001)) {
+    return make(
+      'wechat_credentials_rejected',
+      "the app's Secret is wrong, was reset, belongs to another corp or app, or the app is disabled; " +
+        'put the current Secret into the credentials secret',
+    );
+  }
+  if (errcode === 45009 || errcode === 45033) {
+    return make(
+      'wechat_rate_limited',
+      errcode === 45009
+        ? "WeCom's frequency limit for this API was reached; it lifts after the minute (or hour) WeCom blocks; retry then"
+        : "WeCom's concurrency limit for this API was reached; retry shortly",
+    );
+  }
+  if (errcode === -1) return make('wechat_unavailable', 'WeCom is busy; retry shortly');
+  if (errcode === 41001 || errcode === 41002 || errcode === 41004)
+    return make('wechat_rejected', 'the request was malformed; this is a bug in the service');
+  return make('wechat_rejected', 'not retried; see WeCom global error codes');
 }

@@ -14,10 +14,12 @@ import {
   startWeChatSimulator,
   type WeChatSimulator,
 } from '../../local/stand-ins/wechat-simulator.ts';
+import { startWeComSimulator, type WeComSimulator } from '../../local/stand-ins/wecom-simulator.ts';
 import { instancePool } from './instances.ts';
 import {
   CLIENT_KEY,
   CLIENT_KEY_OTHER,
+  CLIENT_KEY_WECOM,
   TEST_APPID,
   TEST_APPID_2,
   TEST_APPID_STABLE,
@@ -25,9 +27,19 @@ import {
   TEST_SECRET,
   TEST_SECRET_2,
   TEST_SECRET_STABLE,
+  WECOM_APP_A1,
+  WECOM_CORP_A,
+  WECOM_SECRET_A1,
+  WECOM_SECRET_A2,
+  WECOM_SECRET_B1,
+  WECOM_SIMULATOR_APPS,
 } from './secrets.ts';
 
 export const SECRET_ID = 'wechat-token-service/test';
+/** A second secret: a WeChat app and WeCom apps side by side (`WECHAT_SECRET_ID: WECOM_SECRET_ID`). */
+export const WECOM_SECRET_ID = 'wechat-token-service/test-wecom';
+/** Configured with corp B's Secret under corp A's id: WeCom answers 40091. */
+export const WECOM_APP_WRONG_CORP = `${WECOM_CORP_A}:1000009`;
 
 /**
  * For tests of the classic endpoint itself (its faults, retries, rotations): a classic app's first
@@ -59,8 +71,44 @@ export function credentialsSecret(overrides: { secret?: string } = {}): string {
   });
 }
 
+/**
+ * The WeCom secret: the first WeChat app unchanged beside two agents of corp A (A1 with both tickets,
+ * the second spelled `agent_jsapi`), and an entry WeCom rejects with 40091; one client scoped to them.
+ */
+export function weComCredentialsSecret(): string {
+  return JSON.stringify({
+    apps: [
+      { appid: TEST_APPID, secret: TEST_SECRET, tickets: ['jsapi'] },
+      {
+        kind: 'wecom',
+        corpid: WECOM_CORP_A,
+        agentid: '1000002',
+        secret: WECOM_SECRET_A1,
+        tickets: ['jsapi', 'agent_config'],
+      },
+      {
+        kind: 'wecom',
+        corpid: WECOM_CORP_A,
+        agentid: 1000003,
+        secret: WECOM_SECRET_A2,
+        tickets: ['agent_jsapi'],
+      },
+      { kind: 'wecom', corpid: WECOM_CORP_A, agentid: '1000009', secret: WECOM_SECRET_B1 },
+    ],
+    clients: [
+      {
+        id: 'wecom-portal',
+        key_sha256: sha256hex(CLIENT_KEY_WECOM),
+        appids: [WECOM_APP_A1, WECOM_APP_WRONG_CORP, TEST_APPID],
+      },
+    ],
+  });
+}
+
 export interface World {
   sim: WeChatSimulator;
+  /** The WeCom simulator (WECOM_API_BASE_URL): corp A's two agents and corp B's one. */
+  wecom: WeComSimulator;
   secrets: LocalSecretsManager;
   memcachedAddress: string;
   /** Environment of a handler or instance wired to all of the above. */
@@ -77,7 +125,12 @@ export async function startWorld(simOptions: Partial<SimulatorOptions> = {}): Pr
     ],
     ...simOptions,
   });
-  const secrets = await startLocalSecretsManager({ secrets: { [SECRET_ID]: credentialsSecret() } });
+  const wecom = await startWeComSimulator({
+    apps: WECOM_SIMULATOR_APPS,
+  });
+  const secrets = await startLocalSecretsManager({
+    secrets: { [SECRET_ID]: credentialsSecret(), [WECOM_SECRET_ID]: weComCredentialsSecret() },
+  });
   const memcachedAddress = inject('memcachedAddress');
   // The AWS SDK reads its endpoint, region and credentials from process.env (as in Lambda).
   const savedEnv = { ...process.env };
@@ -85,18 +138,21 @@ export async function startWorld(simOptions: Partial<SimulatorOptions> = {}): Pr
   const prefix = `t${randomBytes(4).toString('hex')}`;
   return {
     sim,
+    wecom,
     secrets,
     memcachedAddress,
     env: (extra = {}) => ({
       ...secrets.env(),
       WECHAT_SECRET_ID: SECRET_ID,
       WECHAT_API_BASE_URL: sim.baseUrl,
+      WECOM_API_BASE_URL: wecom.baseUrl,
       MEMCACHED_SERVERS: memcachedAddress,
       CACHE_KEY_PREFIX: prefix,
       ...extra,
     }),
     async close() {
       await sim.close();
+      await wecom.close();
       await secrets.close();
       for (const key of Object.keys(secrets.env())) {
         if (savedEnv[key] === undefined) delete process.env[key];

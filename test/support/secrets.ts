@@ -13,6 +13,23 @@ export const TEST_SECRET_ROTATED = 'test-appsecret-rotated-55cc6';
 export const CLIENT_KEY = 'client-key-billing-9a8b7c6d5e4f';
 export const CLIENT_KEY_OTHER = 'client-key-other-1a2b3c4d5e6f';
 
+/** WeCom: corp A with two agents, corp B with one (its Secret, sent with corp A's id, is WeCom's 40091). */
+export const WECOM_CORP_A = 'ww0a1b2c3d4e5f6071';
+export const WECOM_CORP_B = 'wwf0e1d2c3b4a59687';
+export const WECOM_APP_A1 = `${WECOM_CORP_A}:1000002`;
+export const WECOM_APP_A2 = `${WECOM_CORP_A}:1000003`;
+export const WECOM_APP_B1 = `${WECOM_CORP_B}:1000002`;
+export const WECOM_SECRET_A1 = 'test-wecom-secret-a1-7f6e5d4c3b2a19';
+export const WECOM_SECRET_A2 = 'test-wecom-secret-a2-0a9b8c7d6e5f41';
+export const WECOM_SECRET_B1 = 'test-wecom-secret-b1-5c4d3e2f1a0b68';
+export const CLIENT_KEY_WECOM = 'client-key-wecom-4d3c2b1a0f9e';
+/** The apps the WeCom simulator knows: corp A's two agents and corp B's one. */
+export const WECOM_SIMULATOR_APPS = [
+  { corpid: WECOM_CORP_A, agentid: '1000002', secret: WECOM_SECRET_A1 },
+  { corpid: WECOM_CORP_A, agentid: '1000003', secret: WECOM_SECRET_A2 },
+  { corpid: WECOM_CORP_B, agentid: '1000002', secret: WECOM_SECRET_B1 },
+];
+
 /** Twenty classic apps, for tests that spread many appids over a cluster's nodes. */
 export const FLEET_APPS = Array.from({ length: 20 }, (_, i) => ({
   appid: `wx${(0xf1ee7000 + i).toString(16).padStart(16, '0')}`,
@@ -26,10 +43,18 @@ const SECRETS = [
   TEST_SECRET_ROTATED,
   CLIENT_KEY,
   CLIENT_KEY_OTHER,
+  WECOM_SECRET_A1,
+  WECOM_SECRET_A2,
+  WECOM_SECRET_B1,
+  CLIENT_KEY_WECOM,
   ...FLEET_APPS.map((a) => a.secret),
 ];
-/** Simulator access tokens (86_C…, 86_S…) and tickets (T…), matched whole or as a long prefix. */
-const TOKEN_PATTERN = /86_[CS][A-Za-z0-9_-]{40,}|(?<![A-Za-z0-9_-])T[A-Za-z0-9_-]{80,}/;
+/**
+ * Simulator access tokens (86_C…, 86_S…) and tickets (T…), the WeCom simulator's tokens (WC_…) and
+ * tickets (WT_…), matched whole or as a long prefix.
+ */
+const TOKEN_PATTERN =
+  /86_[CS][A-Za-z0-9_-]{40,}|(?<![A-Za-z0-9_-])T[A-Za-z0-9_-]{80,}|W[CT]_[A-Za-z0-9_-]{40,}/;
 
 /** Lines of `text` that contain a secret or a full token. */
 export function findLeaks(text: string): string[] {

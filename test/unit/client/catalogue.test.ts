@@ -3,8 +3,9 @@
  * stay equal to the service's.
  */
 import { describe, expect, it } from 'vitest';
+import { parseRequest } from '../../../handler/operations.ts';
 import { CLIENT_ERROR_CODES, SERVICE_ERROR_CODES, TokenClientError } from '../../../lib/client/errors.ts';
-import { APPID_PATTERN as CLIENT_APPID_PATTERN } from '../../../lib/client/token-client.ts';
+import { APPID_PATTERN as CLIENT_APPID_PATTERN, TokenClient } from '../../../lib/client/token-client.ts';
 import { TOKEN_INVALID_ERRCODES as CLIENT_TOKEN_INVALID } from '../../../lib/client/wechat-errcode.ts';
 import { APPID_PATTERN } from '../../../lib/domain.ts';
 import { ERROR_CATALOGUE } from '../../../lib/errors.ts';
@@ -25,6 +26,30 @@ describe('the client and the service agree', () => {
   it('on what an appid looks like', () => {
     expect(CLIENT_APPID_PATTERN.source).toBe(APPID_PATTERN.source);
     expect(CLIENT_APPID_PATTERN.flags).toBe(APPID_PATTERN.flags);
+  });
+
+  it('on the ticket types of a WeChat app and of a WeCom app', async () => {
+    for (const appid of ['wx0123456789abcdef', 'ww0a1b2c3d4e5f6071:1000002']) {
+      const client = new TokenClient({
+        appid,
+        transport: { send: async () => ({ ticket: 'a-ticket', expires_in: 0, expires_at: 0 }) },
+      });
+      for (const type of ['jsapi', 'wx_card', 'agent_config'] as const) {
+        const service = (() => {
+          try {
+            parseRequest('get_ticket', { appid, type });
+            return true;
+          } catch {
+            return false;
+          }
+        })();
+        const consumer = await client.getTicket(type).then(
+          () => true,
+          () => false,
+        );
+        expect({ appid, type, consumer }).toEqual({ appid, type, consumer: service });
+      }
+    }
   });
 
   it("the client's own codes are not the service's", () => {
