@@ -34,9 +34,10 @@ export type FetchReason =
 
 /**
  * The WeChat endpoints the service calls: `/cgi-bin/token`, `/cgi-bin/stable_token`,
- * `/cgi-bin/ticket/getticket`, and the operator action `/cgi-bin/clear_quota/v2`.
+ * `/cgi-bin/ticket/getticket`, the operator action `/cgi-bin/clear_quota/v2`, and getApiQuota
+ * (`/cgi-bin/openapi/quota/get`).
  */
-export type Endpoint = 'token' | 'stable_token' | 'ticket' | 'clear_quota';
+export type Endpoint = 'token' | 'stable_token' | 'ticket' | 'clear_quota' | 'quota';
 
 /** WeChat appids: `wx` followed by 16 lower-case hex digits. */
 export const APPID_PATTERN = /^wx[0-9a-f]{16}$/;
@@ -44,8 +45,12 @@ export const APPID_PATTERN = /^wx[0-9a-f]{16}$/;
 /** One configured WeChat app. */
 export interface AppConfig {
   appid: string;
-  /** The AppSecret: sent to WeChat's token endpoints only; never logged, cached or returned. */
-  secret: string;
+  /**
+   * The AppSecret: sent to WeChat's token endpoints only; never logged, cached or returned. Absent
+   * when it lives in its own secret (WECHAT_SECRET_PREFIX + appid), read on first use through
+   * `SecretSource.appSecret` (see `requireCredentials`).
+   */
+  secret?: string;
   tokenApi: TokenApi;
   /** Ticket types the schedule keeps fresh for this app. */
   tickets: TicketType[];
@@ -57,6 +62,9 @@ export interface ClientKey {
   keySha256: Buffer;
   appids: ReadonlySet<string>;
 }
+
+/** An app with its AppSecret at hand: what WeChat's token endpoints and clear_quota take. */
+export type AppWithSecret = AppConfig & { secret: string };
 
 /** The parsed credentials secret: the apps and the HTTP clients. */
 export interface Credentials {
@@ -111,6 +119,13 @@ export function ticketKind(type: TicketType): TokenKind {
 
 export function ticketType(kind: Exclude<TokenKind, 'access_token'>): TicketType {
   return kind === 'jsapi_ticket' ? 'jsapi' : 'wx_card';
+}
+
+/** WeChat's getApiQuota answer for one endpoint (`quota{daily_limit, used, remain}`). */
+export interface ApiQuota {
+  dailyLimit: number;
+  used: number;
+  remain: number;
 }
 
 /** Every call carries the invocation's deadline (epoch ms): no wait or fetch goes past it. */

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import {
   APPID_PATTERN,
   type AppConfig,
+  type AppWithSecret,
   type ClientKey,
   type Credentials,
   type TicketType,
@@ -13,11 +14,17 @@ const SECRET_FORMS =
   'expected {"appid":"wx…","secret":"…"} or {"apps":[{"appid":"wx…","secret":"…","token_api":"classic"|"stable",' +
   '"tickets":["jsapi"]}],"clients":[{"id":"…","key_sha256":"<64 hex>","appids":["wx…"]}]}';
 
+/** How the list is read: whether app entries may leave their AppSecret to a secret of their own. */
+export interface ParseOptions {
+  /** WECHAT_SECRET_PREFIX: set → an entry without `secret` is valid (its secret is prefix + appid). */
+  secretPrefix?: string | undefined;
+}
+
 /**
  * Parses the credentials secret (both forms of the design). Errors are `config_invalid`, name the
  * offending entry by index or appid, and never quote a secret value.
  */
-export function parseCredentials(text: string): Credentials {
+export function parseCredentials(text: string, options: ParseOptions = {}): Credentials {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -29,7 +36,7 @@ export function parseCredentials(text: string): Credentials {
   const appEntries: unknown[] = 'apps' in raw ? asArray(raw.apps, 'apps') : [raw];
   const apps = new Map<string, AppConfig>();
   appEntries.forEach((entry, index) => {
-    const app = parseApp(entry, 'apps' in raw ? `apps[${index}]` : 'the secret');
+    const app = parseApp(entry, 'apps' in raw ? `apps[${index}]` : 'the secret', options.secretPrefix);
     if (apps.has(app.appid)) throw bad(`apps lists ${app.appid} twice`);
     apps.set(app.appid, app);
   });
@@ -43,13 +50,19 @@ export function parseCredentials(text: string): Credentials {
   return { apps, clients };
 }
 
-function parseApp(entry: unknown, where: string): AppConfig {
+function parseApp(entry: unknown, where: string, secretPrefix: string | undefined): AppConfig {
   if (!isObject(entry)) throw bad(`${where} is not an object; ${SECRET_FORMS}`);
   const { appid, secret } = entry;
   if (typeof appid !== 'string' || !APPID_PATTERN.test(appid)) {
     throw bad(`${where}.appid must be "wx" followed by 16 hex digits`);
   }
-  if (typeof secret !== 'string' || !/^[\x21-\x7e]{8,128}$/.test(secret)) {
+  if (secret === undefined && secretPrefix === undefined) {
+    throw bad(
+      `${where} (appid ${appid}) has no secret: put the AppSecret in the entry, or set WECHAT_SECRET_PREFIX and ` +
+        `store it in the secret named that prefix + ${appid} as {"secret":"…"}`,
+    );
+  }
+  if (secret !== undefined && !isAppSecret(secret)) {
     throw bad(`${where}.secret (appid ${appid}) must be the AppSecret: 8 to 128 printable characters`);
   }
   const tokenApi = entry.token_api ?? 'classic';
@@ -60,7 +73,33 @@ function parseApp(entry: unknown, where: string): AppConfig {
   if (!Array.isArray(tickets) || !tickets.every((t) => t === 'jsapi' || t === 'wx_card')) {
     throw bad(`${where}.tickets (appid ${appid}) must be a list of "jsapi" and "wx_card"`);
   }
-  return { appid, secret, tokenApi, tickets: [...new Set(tickets as TicketType[])] };
+  const app: AppConfig = { appid, tokenApi, tickets: [...new Set(tickets as TicketType[])] };
+  if (secret !== undefined) app.secret = secret as string;
+  return app;
+}
+
+function isAppSecret(value: unknown): value is string {
+  return typeof value === 'string' && /^[\x21-\x7e]{8,128}$/.test(value);
+}
+
+/**
+ * Parses an app's own secret (`{"secret":"…"}`, named WECHAT_SECRET_PREFIX + appid). Errors are
+ * `config_invalid`, name the secret, and never quote its value.
+ */
+export function parseAppSecret(text: string, secretName: string): string {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    raw = undefined;
+  }
+  if (!isObject(raw) || !isAppSecret(raw.secret)) {
+    throw new ServiceError(
+      'config_invalid',
+      `secret ${secretName} must be JSON {"secret":"<AppSecret>"}, the AppSecret 8 to 128 printable characters`,
+    );
+  }
+  return raw.secret;
 }
 
 function parseClient(entry: unknown, index: number): ClientKey {
@@ -132,6 +171,28 @@ export async function requireApp(source: SecretSource, appid: string): Promise<A
   const app = (await source.get()).apps.get(appid);
   if (!app) throw unknownAppid(appid);
   return app;
+}
+
+/**
+ * The app configured for `appid` with its AppSecret: from its entry, or from its own secret
+ * (`SecretSource.appSecret`). `reload` re-reads both (WeChat rejected the AppSecret: it may have
+ * been rotated). Throws `unknown_appid`, `config_invalid`, `secrets_unavailable`.
+ */
+export async function requireCredentials(
+  source: SecretSource,
+  appid: string,
+  options: { reload?: boolean } = {},
+): Promise<AppWithSecret> {
+  const app = (await source.get(options)).apps.get(appid);
+  if (!app) throw unknownAppid(appid);
+  if (app.secret !== undefined) return app as AppWithSecret;
+  if (!source.appSecret) {
+    throw new ServiceError(
+      'config_invalid',
+      `appid ${appid} has no secret in the credentials secret, and no per-app secrets are configured (WECHAT_SECRET_PREFIX)`,
+    );
+  }
+  return { ...app, secret: await source.appSecret(appid, options) };
 }
 
 /** The `unknown_appid` error: the appid has no entry in the apps list of the credentials secret. */

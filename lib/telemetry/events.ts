@@ -81,6 +81,8 @@ export type CoreEvent =
     }
   | {
       event: 'secrets.stale_served';
+      /** Set for an app's own secret (WECHAT_SECRET_PREFIX + appid); absent for the list. */
+      appid?: string;
       /** The failed read's error code. */
       code: string;
       /** How old the copy in use is. */

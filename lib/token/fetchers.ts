@@ -17,7 +17,7 @@ import {
 } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { Clock, SecretSource, WeChatApi } from '../ports.ts';
-import { requireApp } from '../secrets/credentials.ts';
+import { requireCredentials } from '../secrets/credentials.ts';
 import { AmbiguousUpstreamError } from '../wechat/client.ts';
 import { TOKEN_INVALID_ERRCODES } from '../wechat/errcodes.ts';
 import { classicResumeAtMs, type LifetimeSettings } from './lifetime.ts';
@@ -89,16 +89,17 @@ export function tokenTarget(deps: FetcherDeps, appid: string): Target {
     keys: recordKeys(deps.settings.cacheKeyPrefix, kind, appid),
     fetch: async (ctx) => {
       const { wechat, clock, guard, secrets } = deps;
-      let app = await requireApp(secrets, appid);
+      let app = await requireCredentials(secrets, appid);
       const chosen = endpointFor(deps, app.tokenApi, ctx);
       let api = chosen.api;
       const upstream: UpstreamName = api === 'classic' ? 'token' : 'stable_token';
       const force = api === 'stable' && ctx.force;
-      const call = async (): Promise<Fetched> => {
+      const call = async (countRetry: () => void): Promise<Fetched> => {
         const sentAtMs = clock.now();
         const grant = await wechat.fetchAccessToken(app, api, {
           deadlineAtMs: ctx.deadlineAtMs,
           forceRefresh: force,
+          beforeRetry: countRetry,
         });
         return {
           grant,
@@ -131,7 +132,10 @@ export function tokenTarget(deps: FetcherDeps, appid: string): Target {
         }
         // Secret rotation: re-read the secret once; if it changed, try once more with the new one.
         if (err.code !== 'wechat_credentials_rejected') throw err;
-        const reloaded = (await secrets.get({ reload: true })).apps.get(appid);
+        const reloaded = await requireCredentials(secrets, appid, { reload: true }).catch((e: unknown) => {
+          if (e instanceof ServiceError && e.code === 'unknown_appid') return undefined;
+          throw e;
+        });
         if (!reloaded || reloaded.secret === app.secret) throw err;
         app = reloaded;
         await guard.forget(upstream, appid);
@@ -158,9 +162,12 @@ export function ticketTarget(
       const { wechat, clock, guard } = deps;
       const token = await tokens.get(appid, ctx);
       const once = (accessToken: string, reason: FetchReason) =>
-        guard.call(upstream, { kind, appid }, reason, async (): Promise<Fetched> => {
+        guard.call(upstream, { kind, appid }, reason, async (countRetry): Promise<Fetched> => {
           const sentAtMs = clock.now();
-          const grant = await wechat.fetchTicket(appid, accessToken, type, ctx);
+          const grant = await wechat.fetchTicket(appid, accessToken, type, {
+            deadlineAtMs: ctx.deadlineAtMs,
+            beforeRetry: countRetry,
+          });
           return { grant, origin: 'ticket', sentAtMs };
         });
       // At the end of a ticket's life WeChat may still hand back the dying ticket for a moment:

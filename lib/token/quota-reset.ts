@@ -5,7 +5,7 @@
  */
 import type { CallContext } from '../domain.ts';
 import type { SecretSource, Telemetry, WeChatApi } from '../ports.ts';
-import { requireApp } from '../secrets/credentials.ts';
+import { requireCredentials } from '../secrets/credentials.ts';
 import type { UpstreamName } from './record.ts';
 import type { UpstreamGuard } from './upstream-guard.ts';
 
@@ -29,7 +29,7 @@ export async function resetQuota(
   appid: string,
   ctx: CallContext,
 ): Promise<QuotaResetResult> {
-  const app = await requireApp(deps.secrets, appid);
+  const app = await requireCredentials(deps.secrets, appid);
   await deps.wechat.clearQuota(app, { deadlineAtMs: ctx.deadlineAtMs });
   deps.telemetry.emit({ event: 'quota.cleared', appid });
   return { appid, breakersClosed: await deps.guard.closeQuotaBreakers(appid) };

@@ -14,7 +14,11 @@ const PATHS: Record<Endpoint, string> = {
   stable_token: '/cgi-bin/stable_token',
   ticket: '/cgi-bin/ticket/getticket',
   clear_quota: '/cgi-bin/clear_quota/v2',
+  quota: '/cgi-bin/openapi/quota/get',
 };
+
+/** Endpoints that take an access token: their 40001 means the token is dead, not the AppSecret wrong. */
+const TAKES_ACCESS_TOKEN: ReadonlySet<Endpoint> = new Set(['ticket', 'quota']);
 
 /** Whether an errcode is worth another attempt within this invocation (WeChat busy). */
 export function isTransientErrcode(errcode: number): boolean {
@@ -36,7 +40,7 @@ export function errorForErrcode(
   const make = (code: ErrorCode, advice: string) =>
     new ServiceError(code, `${said} for appid ${appid}: ${advice}`, { errcode });
 
-  if (endpoint !== 'ticket' && CREDENTIALS.has(errcode)) {
+  if (!TAKES_ACCESS_TOKEN.has(endpoint) && CREDENTIALS.has(errcode)) {
     const advice =
       errcode === 40013
         ? 'the appid is not a valid WeChat appid; check the apps list in the credentials secret'
@@ -79,6 +83,12 @@ export function errorForErrcode(
   if (errcode === 45011)
     return make('wechat_rate_limited', 'per-minute frequency limit reached; retry after a minute');
   if (errcode === -1) return make('wechat_unavailable', 'WeChat is busy; retry shortly');
+  if (errcode === 76021 || errcode === 76022) {
+    return make(
+      'wechat_rejected',
+      'getApiQuota cannot report this endpoint (cgi_path); this is a bug in the service',
+    );
+  }
   if (REQUEST_BUGS.has(errcode))
     return make('wechat_rejected', 'the request was malformed; this is a bug in the service');
   return make('wechat_rejected', 'not retried; see WeChat global error codes');
