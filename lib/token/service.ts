@@ -33,6 +33,7 @@ import { isCacheDown, type LockHandle, RefreshLock } from './lock.ts';
 import { MemoryCopies } from './memory-copy.ts';
 import { Outage } from './outage.ts';
 import { type QuotaResetResult, resetQuota } from './quota-reset.ts';
+import { killedEarly, QuotaWatch } from './quota-watch.ts';
 import {
   buildRecord,
   encodeRecord,
@@ -40,9 +41,10 @@ import {
   hashJitter,
   readRecord,
   recordTtlSeconds,
+  type UpstreamName,
 } from './record.ts';
 import { ReportedTokens } from './reported.ts';
-import { UpstreamGuard } from './upstream-guard.ts';
+import { type LastError, UpstreamGuard } from './upstream-guard.ts';
 
 export interface TokenServiceSettings extends LifetimeSettings {
   cacheKeyPrefix: string;
@@ -52,6 +54,19 @@ export interface TokenServiceSettings extends LifetimeSettings {
   missingRecordPolicy: MissingRecordPolicy;
   /** How often the schedule runs: user requests leave it this head start on each refresh. */
   scheduleIntervalSeconds: number;
+  /** The schedule's getApiQuota checks: at most one per app per this many seconds (0: none). */
+  quotaCheckIntervalSeconds: number;
+}
+
+/** What `status` shows of one upstream of an app: never a token or a secret. */
+export interface UpstreamStatus {
+  /** The 45009 quota breaker. */
+  breaker: 'open' | 'closed';
+  /** A credential or IP failure remembered now (no call goes to WeChat meanwhile). */
+  remembered: string | null;
+  lastError: LastError | null;
+  /** Today's calls (UTC+8 day) by every instance; null when the cache could not say. */
+  todaysCalls: number | null;
 }
 
 export interface TokenServiceDeps {
@@ -92,6 +107,8 @@ export class TokenService {
   readonly #outage: Outage;
   readonly #reported: ReportedTokens;
   readonly #fetchers: FetcherDeps;
+  /** getApiQuota checks and the outside-fetcher alarm (quota-watch.ts). */
+  readonly quota: QuotaWatch;
 
   constructor(deps: TokenServiceDeps) {
     this.#deps = deps;
@@ -111,6 +128,19 @@ export class TokenService {
       buildRecord: (target, fetched) => this.#buildRecord(target, fetched, null),
     });
     this.#fetchers = { wechat: deps.wechat, secrets, clock, guard: this.#guard, settings };
+    this.quota = new QuotaWatch({
+      store,
+      clock,
+      telemetry,
+      wechat: deps.wechat,
+      secrets,
+      guard: this.#guard,
+      settings,
+      tokens: {
+        get: (appid, ctx) => this.getAccessToken(appid, ctx),
+        refresh: (appid, invalid, ctx) => this.refreshAccessToken(appid, invalid, ctx),
+      },
+    });
   }
 
   /** The access token of `appid`. Errors: unknown_appid, wechat_*, cache_unavailable, refresh_in_progress, secrets_*. */
@@ -139,6 +169,8 @@ export class TokenService {
     // Lost or never written: whatever is fetched now replaces the reported token, never it.
     if (!current) return this.#get(target, ctx, invalidToken);
     const now = this.#deps.clock.now();
+    const early = current.value === invalidToken ? killedEarly(current, now) : null;
+    if (early) this.#deps.telemetry.emit(early);
     if (
       current.value !== invalidToken ||
       now - current.fetchedAtMs < this.#deps.settings.passiveRefreshMinAgeSeconds * 1000
@@ -155,10 +187,7 @@ export class TokenService {
 
   /** The schedule: refresh (kind, appid) if its record is missing or inside the refresh window. */
   async refreshIfDue(appid: string, kind: TokenKind, ctx: CallContext): Promise<ScheduledOutcome> {
-    const target =
-      kind === 'access_token'
-        ? tokenTarget(this.#fetchers, appid)
-        : this.#ticketTarget(appid, kind === 'jsapi_ticket' ? 'jsapi' : 'wx_card');
+    const target = this.#targetOf(appid, kind);
     const current = await this.#read(target);
     const now = this.#deps.clock.now();
     if (current && now < current.refreshAtMs && now < current.expiresAtMs) return 'fresh';
@@ -168,6 +197,23 @@ export class TokenService {
     const served = await this.#refreshHolding(target, ctx, current, lock, { reason: 'schedule' });
     if (served.source === 'peer') return 'fresh';
     return served.source === 'stale' ? 'served_stale' : 'refreshed';
+  }
+
+  /**
+   * The cached record of (kind, appid), or null: the schedule's order (closest to expiry first) and
+   * `status`. Never served from here. Throws `cache_unavailable`.
+   */
+  async record(appid: string, kind: TokenKind): Promise<TokenRecord | null> {
+    return this.#read(this.#targetOf(appid, kind));
+  }
+
+  /** `status`: one upstream of `appid` — breaker, remembered failure, last error, today's calls. */
+  async upstreamStatus(appid: string, upstream: UpstreamName): Promise<UpstreamStatus> {
+    const [described, calls] = await Promise.all([
+      this.#guard.describe(upstream, appid),
+      this.#guard.todaysCalls(upstream, appid),
+    ]);
+    return { ...described, todaysCalls: calls?.calls ?? null };
   }
 
   /** Operator action: WeChat's clear_quota/v2 for `appid`, then its quota breakers close (quota-reset.ts). */
@@ -409,6 +455,12 @@ export class TokenService {
   }
 
   // ---- helpers -------------------------------------------------------------------------------
+
+  #targetOf(appid: string, kind: TokenKind): Target {
+    return kind === 'access_token'
+      ? tokenTarget(this.#fetchers, appid)
+      : this.#ticketTarget(appid, kind === 'jsapi_ticket' ? 'jsapi' : 'wx_card');
+  }
 
   #ticketTarget(appid: string, type: TicketType): Target {
     return ticketTarget(

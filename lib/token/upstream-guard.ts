@@ -43,6 +43,9 @@ const REMEMBERED: ReadonlySet<string> = new Set([
   'wechat_ip_confirmation_required',
 ]);
 
+/** Calls this close to the end of a WeChat day may be counted by WeChat on the next one. */
+const EDGE_SECONDS = 60;
+
 /** The last failure of an upstream is shown (status) this long after it happened. */
 const LAST_ERROR_SECONDS = 86_400;
 
@@ -109,7 +112,7 @@ export class UpstreamGuard {
     const probing = remembered !== null;
     // Every attempt is counted (WeChat's quota counts attempts too), before it is sent: a count read
     // after WeChat's own is never behind it for the service's calls.
-    const count = () => this.#count(keys.dailyCalls(quotaDay(this.#clock.now())));
+    const count = () => this.#count(keys);
     count();
     this.#telemetry.emit({ event: 'upstream.fetch', upstream: endpoint, kind, appid, reason });
     let result: T;
@@ -166,23 +169,25 @@ export class UpstreamGuard {
   }
 
   /**
-   * Today's (WeChat quota day, UTC+8) upstream calls of `appid` as counted by every instance, plus the
-   * ones this instance could not count in the cache. `null` when the cache cannot answer.
+   * Today's (WeChat quota day, UTC+8) upstream calls of `appid`: `calls` as counted by every instance
+   * plus the ones this instance could not count in the cache; `slack`, the calls made in the last
+   * minute of the day before (WeChat's clock may count them today). Null when the cache cannot say.
    */
   async todaysCalls(
     upstream: UpstreamName,
     appid: string,
     day = quotaDay(this.#clock.now()),
-  ): Promise<number | null> {
-    const key = upstreamKeys(this.#settings.cacheKeyPrefix, upstream, appid).dailyCalls(day);
-    let text: string | null;
+  ): Promise<{ calls: number; slack: number } | null> {
+    const keys = upstreamKeys(this.#settings.cacheKeyPrefix, upstream, appid);
+    const key = keys.dailyCalls(day);
+    let texts: Array<string | null>;
     try {
-      text = await this.#store.get(key);
+      texts = await Promise.all([this.#store.get(key), this.#store.get(keys.edgeCalls(day))]);
     } catch {
       return null;
     }
-    const counted = text !== null && /^\d+$/.test(text.trim()) ? Number(text.trim()) : 0;
-    return counted + (this.#uncounted.get(key) ?? 0);
+    const [counted, slack] = texts.map((t) => (t !== null && /^\d+$/.test(t.trim()) ? Number(t.trim()) : 0));
+    return { calls: (counted ?? 0) + (this.#uncounted.get(key) ?? 0), slack: slack ?? 0 };
   }
 
   /** What an operator sees of one upstream of `appid`: its breaker and its last failure. Throws `cache_unavailable`. */
@@ -209,11 +214,16 @@ export class UpstreamGuard {
     };
   }
 
-  #count(key: string): void {
+  #count(keys: ReturnType<typeof upstreamKeys>): void {
     const now = this.#clock.now();
-    this.#store.increment(key, secondsToQuotaDayEnd(now) + 3600).catch(() => {
+    const key = keys.dailyCalls(quotaDay(now));
+    const toDayEnd = secondsToQuotaDayEnd(now);
+    this.#store.increment(key, toDayEnd + 3600).catch(() => {
       this.#uncounted.set(key, (this.#uncounted.get(key) ?? 0) + 1);
     });
+    if (toDayEnd <= EDGE_SECONDS) {
+      this.#store.increment(keys.edgeCalls(quotaDay(now + 86_400_000)), toDayEnd + 86_400).catch(() => {});
+    }
   }
 
   /** Forgets a remembered failure (the secret was rotated: the next call may succeed). */

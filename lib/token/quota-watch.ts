@@ -1,0 +1,249 @@
+/**
+ * Quota made visible, and outside fetchers detected.
+ *
+ * A check asks WeChat's getApiQuota for today's `used`/`daily_limit`/`remain` of `/cgi-bin/token`
+ * (and `/cgi-bin/ticket/getticket` for apps with tickets), publishes them as metrics, warns at 80 %
+ * used, and compares WeChat's `used` for `/cgi-bin/token` with the service's own count of the same
+ * WeChat day (UTC+8). More calls at WeChat than the service made means another process fetches this
+ * app's tokens — and every classic fetch kills the token the service handed out 5 minutes later:
+ * the most common cause of intermittent 40001. That is `quota.outside_fetcher` (an ERROR line naming
+ * the appid, both counts and what to do) and the metric `OutsideFetcherSuspected`.
+ *
+ * No false alarm, by construction:
+ * - the service's count is shared by every instance (a Memcached counter per upstream, app and day,
+ *   upstream-guard.ts), counts every attempt (retries included) before it is sent, and adds the calls
+ *   an instance could not count in the cache (outage) — so it is never behind WeChat's for the
+ *   service's own calls;
+ * - WeChat is asked first and the service's count read after: a call in between raises the service's
+ *   count, never WeChat's alone;
+ * - calls made in the last minute of a day are allowed for on the next one (WeChat's clock may put
+ *   them there), and a check that straddles midnight compares nothing.
+ * Only more calls at WeChat than that raise the alarm.
+ *
+ * The schedule checks each app at most once per QUOTA_CHECK_INTERVAL_SECONDS, fleet-wide: the
+ * instance whose Memcached `add` of the app's check marker succeeds checks. The last report is kept
+ * in the cache for `status` (until the day ends).
+ *
+ * A report (passive refresh) of the current token while it still had more than WeChat's 5-minute
+ * overlap of its natural life is the same evidence seen from the other side: nothing this service did
+ * killed it, so someone else fetched (see {@link killedEarly}).
+ */
+import type { ApiQuota, CallContext, Served, TokenApi, TokenRecord } from '../domain.ts';
+import { ServiceError } from '../errors.ts';
+import type { Clock, KeyValueStore, SecretSource, Telemetry, WeChatApi } from '../ports.ts';
+import { requireApp } from '../secrets/credentials.ts';
+import { TOKEN_INVALID_ERRCODES } from '../wechat/errcodes.ts';
+import { OVERLAP_MS } from './lifetime.ts';
+import { RECORD_FORMAT } from './record.ts';
+import { quotaDay, secondsToQuotaDayEnd, type UpstreamGuard } from './upstream-guard.ts';
+
+/** WeChat's path of the classic token endpoint, as getApiQuota names it. */
+export const TOKEN_CGI_PATH = '/cgi-bin/token';
+export const TICKET_CGI_PATH = '/cgi-bin/ticket/getticket';
+/** `quota.warning` from this share of the daily limit used. */
+export const QUOTA_WARNING_RATIO = 0.8;
+
+/** One endpoint's figures: WeChat's, and the service's own count of the same day. */
+export interface EndpointQuota {
+  cgiPath: string;
+  wechat: ApiQuota;
+  /** Calls the service made today (every instance); null when the cache could not say. */
+  serviceCount: number | null;
+}
+
+/** What a check found. Stored in the cache for `status` until the WeChat day ends. */
+export interface QuotaReport {
+  appid: string;
+  checkedAtMs: number;
+  /** The WeChat quota day (UTC+8), `YYYYMMDD`. */
+  day: string;
+  token: EndpointQuota;
+  ticket?: EndpointQuota;
+  outsideFetcherSuspected: boolean;
+}
+
+export interface QuotaWatchDeps {
+  store: KeyValueStore;
+  clock: Pick<Clock, 'now'>;
+  telemetry: Telemetry;
+  wechat: WeChatApi;
+  secrets: SecretSource;
+  guard: UpstreamGuard;
+  /** The app's access token (getApiQuota needs one), and passive refresh when WeChat calls it dead. */
+  tokens: {
+    get(appid: string, ctx: CallContext): Promise<Served>;
+    refresh(appid: string, invalidToken: string, ctx: CallContext): Promise<Served>;
+  };
+  settings: { cacheKeyPrefix: string; quotaCheckIntervalSeconds: number };
+}
+
+export class QuotaWatch {
+  readonly #deps: QuotaWatchDeps;
+
+  constructor(deps: QuotaWatchDeps) {
+    this.#deps = deps;
+  }
+
+  /**
+   * The schedule's check: runs only when no instance checked `appid` within
+   * QUOTA_CHECK_INTERVAL_SECONDS (null otherwise, and when the cache cannot coordinate).
+   */
+  async checkIfDue(appid: string, ctx: CallContext): Promise<QuotaReport | null> {
+    const { store, settings } = this.#deps;
+    if (settings.quotaCheckIntervalSeconds <= 0) return null;
+    const marker = `${this.#base}:quota-check:${appid}`;
+    // One second more: Memcached expires on whole-second ticks (see the quota breaker's probe marker).
+    const mine = await store.add(marker, '1', settings.quotaCheckIntervalSeconds + 1).catch(() => false);
+    return mine ? this.check(appid, ctx) : null;
+  }
+
+  /**
+   * Asks WeChat now (the schedule when due, `status` with `check_quota`). Errors: unknown_appid,
+   * wechat_* (getApiQuota's or the token's), cache_unavailable, secrets_*.
+   */
+  async check(appid: string, ctx: CallContext): Promise<QuotaReport> {
+    const { clock, guard, tokens, wechat, secrets } = this.#deps;
+    const app = await requireApp(secrets, appid);
+    const day = quotaDay(clock.now());
+    let token = await tokens.get(appid, ctx);
+    const ask = async (cgiPath: string): Promise<ApiQuota> => {
+      try {
+        return await wechat.getApiQuota(appid, token.value, cgiPath, ctx);
+      } catch (err) {
+        // The token died under us (someone else fetched?): report it, once, and ask again.
+        if (!(err instanceof ServiceError) || !TOKEN_INVALID_ERRCODES.has(err.errcode ?? 0)) throw err;
+        const refreshed = await tokens.refresh(appid, token.value, ctx);
+        if (refreshed.value === token.value) throw err;
+        token = refreshed;
+        return wechat.getApiQuota(appid, token.value, cgiPath, ctx);
+      }
+    };
+    const tokenQuota = await ask(TOKEN_CGI_PATH);
+    const ticketQuota = app.tickets.length > 0 ? await ask(TICKET_CGI_PATH) : undefined;
+    // The service's counts after WeChat's: a call in between can only raise ours.
+    const tokenCalls = await guard.todaysCalls('token', appid, day);
+    const report: QuotaReport = {
+      appid,
+      checkedAtMs: clock.now(),
+      day,
+      token: { cgiPath: TOKEN_CGI_PATH, wechat: tokenQuota, serviceCount: tokenCalls?.calls ?? null },
+      outsideFetcherSuspected: false,
+    };
+    if (ticketQuota) {
+      const counts = await Promise.all([
+        guard.todaysCalls('ticket_jsapi', appid, day),
+        guard.todaysCalls('ticket_wx_card', appid, day),
+      ]);
+      const serviceCount = counts.every((c) => c !== null)
+        ? counts.reduce((sum, c) => sum + (c?.calls ?? 0), 0)
+        : null;
+      report.ticket = { cgiPath: TICKET_CGI_PATH, wechat: ticketQuota, serviceCount };
+    }
+    for (const [upstream, figures] of [
+      ['token', report.token],
+      ['ticket', report.ticket],
+    ] as const) {
+      if (figures) this.#publish(appid, upstream, figures);
+    }
+    const sameDay = quotaDay(clock.now()) === day;
+    if (sameDay && tokenCalls !== null && tokenQuota.used > tokenCalls.calls + tokenCalls.slack) {
+      report.outsideFetcherSuspected = true;
+      this.#deps.telemetry.emit(outsideFetcherEvent(appid, app.tokenApi, tokenQuota.used, tokenCalls.calls));
+    }
+    await this.#deps.store
+      .set(this.#lastKey(appid), JSON.stringify(report), secondsToQuotaDayEnd(clock.now()))
+      .catch(() => {});
+    return report;
+  }
+
+  /** The last report of today, from any instance; null when none (or the cache cannot say). */
+  async last(appid: string): Promise<QuotaReport | null> {
+    const text = await this.#deps.store.get(this.#lastKey(appid)).catch(() => null);
+    if (text === null) return null;
+    try {
+      const report = JSON.parse(text) as QuotaReport;
+      return report.appid === appid && report.day === quotaDay(this.#deps.clock.now()) ? report : null;
+    } catch {
+      return null;
+    }
+  }
+
+  #publish(appid: string, upstream: 'token' | 'ticket', figures: EndpointQuota): void {
+    const { telemetry } = this.#deps;
+    const { used, dailyLimit, remain } = figures.wechat;
+    telemetry.emit({
+      event: 'quota.checked',
+      appid,
+      upstream,
+      used,
+      limit: dailyLimit,
+      remain,
+      serviceCount: figures.serviceCount,
+    });
+    if (dailyLimit > 0 && used >= dailyLimit * QUOTA_WARNING_RATIO) {
+      telemetry.emit({
+        event: 'quota.warning',
+        appid,
+        upstream,
+        used,
+        limit: dailyLimit,
+        detail:
+          `${Math.floor((used / dailyLimit) * 100)} % of today's quota of ${figures.cgiPath} is used for appid ${appid} ` +
+          `(${used} of ${dailyLimit}); at 100 % WeChat answers 45009 until midnight China time. ` +
+          `The service made ${figures.serviceCount ?? 'an unknown number of'} of them: find what else calls it, ` +
+          'or reset the quota with the clear_quota action (10 a month)',
+      });
+    }
+  }
+
+  get #base(): string {
+    return `${this.#deps.settings.cacheKeyPrefix}:${RECORD_FORMAT}`;
+  }
+
+  #lastKey(appid: string): string {
+    return `${this.#base}:quota-last:${appid}`;
+  }
+}
+
+/** The alarm line of a quota check: WeChat counted more token calls than the service made. */
+function outsideFetcherEvent(appid: string, tokenApi: TokenApi, wechatCount: number, serviceCount: number) {
+  const consequence =
+    tokenApi === 'classic'
+      ? 'each of its fetches kills the token this service handed out 5 minutes later (consumers see intermittent 40001); switch the app to token_api "stable", whose tokens no classic fetch invalidates'
+      : 'the stable tokens this service hands out are not affected, but that process spends the quota of /cgi-bin/token';
+  return {
+    event: 'quota.outside_fetcher' as const,
+    appid,
+    evidence: 'quota_count' as const,
+    wechatCount,
+    serviceCount,
+    detail:
+      `WeChat counted ${wechatCount} calls of /cgi-bin/token today (China time) for appid ${appid}; this service made ` +
+      `${serviceCount}: another process fetches this app's tokens with its AppSecret. Find it (another server, an ` +
+      `SDK configured with the AppSecret, a developer tool) and make it ask this service; ${consequence}`,
+  };
+}
+
+/**
+ * Whether a report of `record` (the current token, reported invalid by a consumer) means it was
+ * killed early: it still had more than WeChat's 5-minute overlap of its natural life, and this service
+ * has not replaced it — so nothing the service did killed it. Then the event says what to do.
+ */
+export function killedEarly(record: TokenRecord, nowMs: number) {
+  if (record.kind !== 'access_token' || nowMs >= record.expiresAtMs - OVERLAP_MS) return null;
+  const ageSeconds = Math.max(0, Math.floor((nowMs - record.fetchedAtMs) / 1000));
+  const secondsLeft = Math.floor((record.expiresAtMs - nowMs) / 1000);
+  return {
+    event: 'quota.outside_fetcher' as const,
+    appid: record.appid,
+    evidence: 'early_report' as const,
+    tokenAgeSeconds: ageSeconds,
+    secondsLeft,
+    detail:
+      `a consumer reported the current access token of appid ${record.appid} invalid ${ageSeconds} s after this service ` +
+      `fetched it, ${secondsLeft} s before it expires: this service did not replace it, so another process fetched a ` +
+      `token for this app (or WeChat revoked it). Find the other fetcher (compare getApiQuota's count with the ` +
+      'service\'s: the status action with "check_quota":true) and make it ask this service; or switch the app to ' +
+      'token_api "stable"',
+  };
+}
