@@ -40,8 +40,8 @@ export interface ScheduleSummary {
   duration_ms: number;
 }
 
-/** A refresh is started only with this much of the run's time for itself; less is skipped. */
-const MIN_SHARE_MS = 500;
+/** A refresh is started only with this much of the run's time left; later ones are skipped. */
+const MIN_START_MS = 500;
 
 /** The schedule's answer: the summary, or `{error}` when not even the list of apps could be read. */
 export async function handleSchedule(
@@ -86,6 +86,8 @@ interface Item {
   due: boolean;
 }
 
+const kindOrder = (kind: TokenKind) => (kind === 'access_token' ? 0 : 1);
+
 /** Refreshes whatever is missing or inside its refresh window; leaves fresh records alone. */
 async function refreshDue(container: Container, ctx: CallContext): Promise<ScheduleSummary> {
   const { clock, service, config } = container;
@@ -99,12 +101,19 @@ async function refreshDue(container: Container, ctx: CallContext): Promise<Sched
     }
   }
   const concurrency = config.scheduleConcurrency;
-  const bounded = { concurrency, minShareMs: MIN_SHARE_MS, now: () => clock.now() };
+  // A refresh gets at least one WeChat attempt's time (while the run has it): a slow app is cut at
+  // its share, not a normal answer of a busy WeChat.
+  const bounded = {
+    concurrency,
+    shareFloorMs: config.upstreamTimeoutMs,
+    minStartMs: MIN_START_MS,
+    now: () => clock.now(),
+  };
   // Which pairs are due, and how close each is to expiry: one cache read each.
   const now = clock.now();
   const read = await runBounded(
     pairs,
-    { ...bounded, deadlineAtMs: ctx.deadlineAtMs, minShareMs: 0 },
+    { ...bounded, deadlineAtMs: ctx.deadlineAtMs, minStartMs: 0 },
     (pair) => service.record(pair.appid, pair.kind),
   );
   const items: Item[] = read.map((r) => {
@@ -138,7 +147,10 @@ async function refreshDue(container: Container, ctx: CallContext): Promise<Sched
     summary.fresh++;
     note('fresh', item);
   }
-  const due = items.filter((i) => i.due).sort((a, b) => a.expiresAtMs - b.expiresAtMs);
+  // Closest to expiry first (missing first); at a tie an app's token before its tickets, which need it.
+  const due = items
+    .filter((i) => i.due)
+    .sort((a, b) => a.expiresAtMs - b.expiresAtMs || kindOrder(a.kind) - kindOrder(b.kind));
   const outcomes = await runBounded<Item, ScheduledOutcome>(
     due,
     { ...bounded, deadlineAtMs: ctx.deadlineAtMs },

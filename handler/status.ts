@@ -108,7 +108,8 @@ export async function status(
     {
       concurrency: config.scheduleConcurrency,
       deadlineAtMs: ctx.deadlineAtMs,
-      minShareMs: request.checkQuota ? 300 : 50,
+      shareFloorMs: request.checkQuota ? config.upstreamTimeoutMs : 0,
+      minStartMs: request.checkQuota ? 300 : 50,
       now: () => clock.now(),
     },
     (app, deadlineAtMs) => appStatus(container, app, request.checkQuota, { deadlineAtMs }),

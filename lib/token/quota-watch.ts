@@ -77,8 +77,12 @@ export interface QuotaWatchDeps {
   settings: { cacheKeyPrefix: string; quotaCheckIntervalSeconds: number };
 }
 
+/** Tokens this instance already flagged as killed early (appid:generation), so a report storm logs once. */
+const FLAGGED_MAX = 1000;
+
 export class QuotaWatch {
   readonly #deps: QuotaWatchDeps;
+  readonly #flagged = new Set<string>();
 
   constructor(deps: QuotaWatchDeps) {
     this.#deps = deps;
@@ -154,6 +158,19 @@ export class QuotaWatch {
       .set(this.#lastKey(appid), JSON.stringify(report), secondsToQuotaDayEnd(clock.now()))
       .catch(() => {});
     return report;
+  }
+
+  /**
+   * A consumer reported `current` (the cached token) invalid: flags it once per token on this instance
+   * when it was killed early ({@link killedEarly}).
+   */
+  reportedInvalid(current: TokenRecord, nowMs: number): void {
+    const event = killedEarly(current, nowMs);
+    const key = `${current.appid}:${current.generation}`;
+    if (!event || this.#flagged.has(key)) return;
+    if (this.#flagged.size >= FLAGGED_MAX) this.#flagged.clear();
+    this.#flagged.add(key);
+    this.#deps.telemetry.emit(event);
   }
 
   /** The last report of today, from any instance; null when none (or the cache cannot say). */

@@ -33,7 +33,7 @@ import { isCacheDown, type LockHandle, RefreshLock } from './lock.ts';
 import { MemoryCopies } from './memory-copy.ts';
 import { Outage } from './outage.ts';
 import { type QuotaResetResult, resetQuota } from './quota-reset.ts';
-import { killedEarly, QuotaWatch } from './quota-watch.ts';
+import { QuotaWatch } from './quota-watch.ts';
 import {
   buildRecord,
   encodeRecord,
@@ -169,8 +169,7 @@ export class TokenService {
     // Lost or never written: whatever is fetched now replaces the reported token, never it.
     if (!current) return this.#get(target, ctx, invalidToken);
     const now = this.#deps.clock.now();
-    const early = current.value === invalidToken ? killedEarly(current, now) : null;
-    if (early) this.#deps.telemetry.emit(early);
+    if (current.value === invalidToken) this.quota.reportedInvalid(current, now);
     if (
       current.value !== invalidToken ||
       now - current.fetchedAtMs < this.#deps.settings.passiveRefreshMinAgeSeconds * 1000
