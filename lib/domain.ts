@@ -30,7 +30,9 @@ export type FetchReason =
   | 'passive'
   | 'schedule'
   | 'outage'
-  | 'ticket_retry';
+  | 'ticket_retry'
+  /** A stable token for a getApiQuota check whose access token WeChat called dead. */
+  | 'quota_check';
 
 /**
  * The WeChat endpoints the service calls: `/cgi-bin/token`, `/cgi-bin/stable_token`,

@@ -98,6 +98,8 @@ export type CoreEvent =
       evidence: 'quota_count' | 'early_report';
       wechatCount?: number;
       serviceCount?: number;
+      /** Calls WeChat counted today before the service's counters started (a late start: not suspected). */
+      uncounted?: number;
       tokenAgeSeconds?: number;
       secondsLeft?: number;
       /** What it means and what to do. */

@@ -17,7 +17,12 @@
  * - WeChat is asked first and the service's count read after: a call in between raises the service's
  *   count, never WeChat's alone;
  * - calls made in the last minute of a day are allowed for on the next one (WeChat's clock may put
- *   them there), and a check that straddles midnight compares nothing.
+ *   them there), and a check that straddles midnight compares nothing;
+ * - the service's counts are complete for a day only if the cache has held them since the day began:
+ *   the schedule marks each day in the cache as it starts counting it. When that mark is missing or
+ *   came late (a first deploy, a flushed or replaced cache, a new CACHE_KEY_PREFIX), the day's first
+ *   check takes WeChat's excess as it finds it as the baseline, and later checks compare what was
+ *   added since; a counter found lower than at the baseline (lost) takes a new baseline.
  * Only more calls at WeChat than that raise the alarm.
  *
  * The schedule checks each app at most once per QUOTA_CHECK_INTERVAL_SECONDS, fleet-wide: the
@@ -42,6 +47,8 @@ export const TOKEN_CGI_PATH = '/cgi-bin/token';
 export const TICKET_CGI_PATH = '/cgi-bin/ticket/getticket';
 /** `quota.warning` from this share of the daily limit used. */
 export const QUOTA_WARNING_RATIO = 0.8;
+/** A day whose counting mark was set this soon after it began (China time) is counted completely. */
+const COMPLETE_DAY_MARK_MS = 15 * 60_000;
 
 /** One endpoint's figures: WeChat's, and the service's own count of the same day. */
 export interface EndpointQuota {
@@ -69,10 +76,14 @@ export interface QuotaWatchDeps {
   wechat: WeChatApi;
   secrets: SecretSource;
   guard: UpstreamGuard;
-  /** The app's access token (getApiQuota needs one), and passive refresh when WeChat calls it dead. */
+  /**
+   * The app's access token (getApiQuota needs one), passive refresh when WeChat calls it dead, and a
+   * stable token when the refresh is refused (the dead token too young): it invalidates nothing.
+   */
   tokens: {
     get(appid: string, ctx: CallContext): Promise<Served>;
     refresh(appid: string, invalidToken: string, ctx: CallContext): Promise<Served>;
+    stable(appid: string, ctx: CallContext): Promise<string>;
   };
   settings: { cacheKeyPrefix: string; quotaCheckIntervalSeconds: number };
 }
@@ -93,8 +104,12 @@ export class QuotaWatch {
    * QUOTA_CHECK_INTERVAL_SECONDS (null otherwise, and when the cache cannot coordinate).
    */
   async checkIfDue(appid: string, ctx: CallContext): Promise<QuotaReport | null> {
-    const { store, settings } = this.#deps;
+    const { store, settings, clock } = this.#deps;
     if (settings.quotaCheckIntervalSeconds <= 0) return null;
+    const now = clock.now();
+    await store
+      .add(this.#countingKey(quotaDay(now)), String(now), secondsToQuotaDayEnd(now) + 3600)
+      .catch(() => false);
     const marker = `${this.#base}:quota-check:${appid}`;
     // One second more: Memcached expires on whole-second ticks (see the quota breaker's probe marker).
     const mine = await store.add(marker, '1', settings.quotaCheckIntervalSeconds + 1).catch(() => false);
@@ -109,17 +124,17 @@ export class QuotaWatch {
     const { clock, guard, tokens, wechat, secrets } = this.#deps;
     const app = await requireApp(secrets, appid);
     const day = quotaDay(clock.now());
-    let token = await tokens.get(appid, ctx);
+    let token = (await tokens.get(appid, ctx)).value;
     const ask = async (cgiPath: string): Promise<ApiQuota> => {
       try {
-        return await wechat.getApiQuota(appid, token.value, cgiPath, ctx);
+        return await wechat.getApiQuota(appid, token, cgiPath, ctx);
       } catch (err) {
-        // The token died under us (someone else fetched?): report it, once, and ask again.
+        // The token died under us (someone else fetched?): report it — which flags a token killed
+        // early — and ask again with the replacement, or with a stable token if it was not replaced.
         if (!(err instanceof ServiceError) || !TOKEN_INVALID_ERRCODES.has(err.errcode ?? 0)) throw err;
-        const refreshed = await tokens.refresh(appid, token.value, ctx);
-        if (refreshed.value === token.value) throw err;
-        token = refreshed;
-        return wechat.getApiQuota(appid, token.value, cgiPath, ctx);
+        const refreshed = await tokens.refresh(appid, token, ctx).catch(() => null);
+        token = refreshed && refreshed.value !== token ? refreshed.value : await tokens.stable(appid, ctx);
+        return wechat.getApiQuota(appid, token, cgiPath, ctx);
       }
     };
     const tokenQuota = await ask(TOKEN_CGI_PATH);
@@ -150,9 +165,14 @@ export class QuotaWatch {
       if (figures) this.#publish(appid, upstream, figures);
     }
     const sameDay = quotaDay(clock.now()) === day;
-    if (sameDay && tokenCalls !== null && tokenQuota.used > tokenCalls.calls + tokenCalls.slack) {
-      report.outsideFetcherSuspected = true;
-      this.#deps.telemetry.emit(outsideFetcherEvent(appid, app.tokenApi, tokenQuota.used, tokenCalls.calls));
+    if (sameDay && tokenCalls !== null) {
+      const offset = await this.#baseline(appid, day, tokenQuota.used, tokenCalls.calls);
+      if (tokenQuota.used > tokenCalls.calls + tokenCalls.slack + offset) {
+        report.outsideFetcherSuspected = true;
+        this.#deps.telemetry.emit(
+          outsideFetcherEvent(appid, app.tokenApi, tokenQuota.used, tokenCalls.calls, offset),
+        );
+      }
     }
     await this.#deps.store
       .set(this.#lastKey(appid), JSON.stringify(report), secondsToQuotaDayEnd(clock.now()))
@@ -213,6 +233,42 @@ export class QuotaWatch {
     }
   }
 
+  /**
+   * WeChat's calls of `day` this service cannot account for because it did not count them (see the
+   * header): 0 when the day is counted completely; else the excess the day's first check found, kept
+   * in the cache; a new one when the counter went below its value at the baseline (it was lost).
+   */
+  async #baseline(appid: string, day: string, used: number, serviceCalls: number): Promise<number> {
+    const { store, clock } = this.#deps;
+    const key = `${this.#base}:quota-base:${appid}:${day}`;
+    const stored = await store.get(key).catch(() => null);
+    let base: { offset: number; service: number } | null = null;
+    try {
+      base = stored === null ? null : (JSON.parse(stored) as { offset: number; service: number });
+    } catch {
+      base = null;
+    }
+    if (
+      base &&
+      typeof base.offset === 'number' &&
+      typeof base.service === 'number' &&
+      serviceCalls >= base.service
+    ) {
+      return base.offset;
+    }
+    const mark = await store.get(this.#countingKey(day)).catch(() => null);
+    const dayStartMs = clock.now() - (86_400 - secondsToQuotaDayEnd(clock.now())) * 1000;
+    const complete = base === null && mark !== null && Number(mark) <= dayStartMs + COMPLETE_DAY_MARK_MS;
+    const offset = complete ? 0 : Math.max(0, used - serviceCalls);
+    const ttl = secondsToQuotaDayEnd(clock.now()) + 3600;
+    await store.set(key, JSON.stringify({ offset, service: serviceCalls }), ttl).catch(() => {});
+    return offset;
+  }
+
+  #countingKey(day: string): string {
+    return `${this.#base}:quota-counting:${day}`;
+  }
+
   get #base(): string {
     return `${this.#deps.settings.cacheKeyPrefix}:${RECORD_FORMAT}`;
   }
@@ -223,7 +279,13 @@ export class QuotaWatch {
 }
 
 /** The alarm line of a quota check: WeChat counted more token calls than the service made. */
-function outsideFetcherEvent(appid: string, tokenApi: TokenApi, wechatCount: number, serviceCount: number) {
+function outsideFetcherEvent(
+  appid: string,
+  tokenApi: TokenApi,
+  wechatCount: number,
+  serviceCount: number,
+  uncounted: number,
+) {
   const consequence =
     tokenApi === 'classic'
       ? 'each of its fetches kills the token this service handed out 5 minutes later (consumers see intermittent 40001); switch the app to token_api "stable", whose tokens no classic fetch invalidates'
@@ -234,9 +296,11 @@ function outsideFetcherEvent(appid: string, tokenApi: TokenApi, wechatCount: num
     evidence: 'quota_count' as const,
     wechatCount,
     serviceCount,
+    ...(uncounted > 0 ? { uncounted } : {}),
     detail:
       `WeChat counted ${wechatCount} calls of /cgi-bin/token today (China time) for appid ${appid}; this service made ` +
-      `${serviceCount}: another process fetches this app's tokens with its AppSecret. Find it (another server, an ` +
+      `${serviceCount}${uncounted > 0 ? ` (and did not count the day's first ${uncounted}: its counters started late)` : ''}: ` +
+      `another process fetches this app's tokens with its AppSecret. Find it (another server, an ` +
       `SDK configured with the AppSecret, a developer tool) and make it ask this service; ${consequence}`,
   };
 }

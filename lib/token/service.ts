@@ -26,7 +26,7 @@ import type { CacheOutagePolicy, MissingRecordPolicy } from '../config.ts';
 import type { CallContext, FetchReason, Served, TicketType, TokenKind, TokenRecord } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { Clock, KeyValueStore, SecretSource, Telemetry, WeChatApi } from '../ports.ts';
-import { requireApp } from '../secrets/credentials.ts';
+import { requireApp, requireCredentials } from '../secrets/credentials.ts';
 import { type FetchContext, type FetcherDeps, type Target, ticketTarget, tokenTarget } from './fetchers.ts';
 import { type LifetimeSettings, userRefreshAtMs } from './lifetime.ts';
 import { isCacheDown, type LockHandle, RefreshLock } from './lock.ts';
@@ -139,6 +139,7 @@ export class TokenService {
       tokens: {
         get: (appid, ctx) => this.getAccessToken(appid, ctx),
         refresh: (appid, invalid, ctx) => this.refreshAccessToken(appid, invalid, ctx),
+        stable: (appid, ctx) => this.#stableTokenForCheck(appid, ctx),
       },
     });
   }
@@ -471,6 +472,25 @@ export class TokenService {
       appid,
       type,
     );
+  }
+
+  /**
+   * A stable token for a quota check whose token WeChat called dead: WeChat's current stable token
+   * (normal mode invalidates nothing), counted and guarded like every call; never cached or served.
+   */
+  async #stableTokenForCheck(appid: string, ctx: CallContext): Promise<string> {
+    const app = await requireCredentials(this.#deps.secrets, appid);
+    const grant = await this.#guard.call(
+      'stable_token',
+      { kind: 'access_token', appid },
+      'quota_check',
+      (countRetry) =>
+        this.#deps.wechat.fetchAccessToken(app, 'stable', {
+          deadlineAtMs: ctx.deadlineAtMs,
+          beforeRetry: countRetry,
+        }),
+    );
+    return grant.value;
   }
 
   #read(target: Target): Promise<TokenRecord | null> {

@@ -109,6 +109,8 @@ describe('the schedule with 300 apps', () => {
         QUOTA_CHECK_INTERVAL_SECONDS: '0',
         // Every classic app fetches a new classic token, so the simulator's issue times tell when.
         MISSING_RECORD_POLICY: 'classic',
+        // One attempt may take 6 s: the slow app holds its worker that long, the others go on.
+        UPSTREAM_TIMEOUT_MS: '6000',
       }),
     );
     const startedAt = Date.now();
@@ -127,10 +129,10 @@ describe('the schedule with 300 apps', () => {
     expect(summary.failed.map((f) => [f.appid, f.code])).toEqual([[slow.appid, 'wechat_timeout']]);
     expect(summary.refreshed).toHaveLength(pairsOf(MANY_APPS) - 1);
     expect(summary.skipped).toBe(0);
-    // The slow call was cut at its share (one 3-s attempt), well before the invocation's 10 s, and
-    // no other app waited for it.
+    // The slow call was cut at its share (one 6-s attempt), before WeChat's 8 s and the invocation's
+    // 10 s, and every other app was refreshed while it was still waiting.
     expect(summary.duration_ms).toBeLessThan(8000);
-    expect(lastIssuedMs - startedAt).toBeLessThan(3000);
+    expect(lastIssuedMs - startedAt).toBeLessThan(6000);
   }, 60_000);
 });
 
