@@ -130,6 +130,8 @@ export interface TokenCall {
   deadlineAtMs: number;
   /** Settles this call (when the responder held it). */
   answer: Deferred<Grant>;
+  /** Attempts repeated inside the call (WeChat busy), which the responder may set: each calls beforeRetry. */
+  retries?: number;
 }
 
 export interface TicketCall {
@@ -162,7 +164,7 @@ export class FakeWeChat implements WeChatApi {
   async fetchAccessToken(
     app: { appid: string; secret: string },
     api: TokenApi,
-    options: { deadlineAtMs: number; forceRefresh?: boolean },
+    options: { deadlineAtMs: number; forceRefresh?: boolean; beforeRetry?: () => void },
   ): Promise<Grant> {
     const call: TokenCall = {
       app: { appid: app.appid, secret: app.secret },
@@ -174,6 +176,7 @@ export class FakeWeChat implements WeChatApi {
     this.tokenCalls.push(call);
     this.sequence.push('token');
     settle(call.answer, this.tokenResponder(call, this.tokenCalls.length));
+    for (let i = 0; i < (call.retries ?? 0); i++) options.beforeRetry?.();
     return call.answer.promise;
   }
 
