@@ -51,16 +51,10 @@ export async function handleSchedule(
 ): Promise<unknown> {
   try {
     const summary = await refreshDue(container, ctx);
-    const metrics: Metric[] = [
-      { name: 'ScheduleDuration', value: summary.duration_ms, unit: 'Milliseconds' },
-      { name: 'ScheduleRefreshed', value: summary.refreshed.length },
-      { name: 'ScheduleFailed', value: summary.failed.length },
-      { name: 'ScheduleSkipped', value: summary.skipped },
-    ];
     logInvocation(container.log, 'schedule', startedAtMs, {
       operation: 'schedule',
       code: summary.failed.length === 0 ? 'ok' : 'partial',
-      metrics,
+      metrics: scheduleMetrics(summary),
       fields: {
         apps: summary.apps,
         refreshed: summary.refreshed.length,
@@ -75,6 +69,18 @@ export async function handleSchedule(
     logInvocation(container.log, 'schedule', startedAtMs, { operation: 'schedule', error });
     return error.toBody();
   }
+}
+
+/** The metrics of a run, on its invocation line: the dashboard's schedule widget and the skipped alarm. */
+export function scheduleMetrics(
+  summary: Pick<ScheduleSummary, 'duration_ms' | 'refreshed' | 'failed' | 'skipped'>,
+): Metric[] {
+  return [
+    { name: 'ScheduleDuration', value: summary.duration_ms, unit: 'Milliseconds' },
+    { name: 'ScheduleRefreshed', value: summary.refreshed.length },
+    { name: 'ScheduleFailed', value: summary.failed.length },
+    { name: 'ScheduleSkipped', value: summary.skipped },
+  ];
 }
 
 interface Item {
