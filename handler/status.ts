@@ -181,7 +181,7 @@ async function kindStatus(
   const { service, clock } = container;
   const [record, ...described] = await Promise.all([
     service.record(appid, kind),
-    ...upstreams.map((u) => service.upstreamStatus(appid, u)),
+    ...upstreams.map((u) => service.quota.upstreamStatus(appid, u)),
   ]);
   const now = clock.now();
   const body: KindBody = {

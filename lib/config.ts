@@ -222,17 +222,12 @@ export function minimumLockLeaseSeconds(settings: {
 
 /** Secrets Manager names: letters, digits and /_+=.@-, at most 512 with the appid (18) appended. */
 const SECRET_PREFIX = /^[A-Za-z0-9/_+=.@-]{1,494}$/;
+const SECRET_PREFIX_RULE =
+  'the start of Secrets Manager secret names (letters, digits and /_+=.@-, at most 494), such as wechat/apps/';
 
 function readCredentialSource(env: Env): CredentialSource {
   const secretId = nonEmpty(env, 'WECHAT_SECRET_ID');
-  const secretPrefix = nonEmpty(env, 'WECHAT_SECRET_PREFIX');
-  if (secretPrefix !== undefined && !SECRET_PREFIX.test(secretPrefix)) {
-    throw invalid(
-      'WECHAT_SECRET_PREFIX',
-      'must be the start of Secrets Manager secret names (letters, digits and /_+=.@-, at most 494 characters), ' +
-        `such as wechat/apps/; got "${secretPrefix.slice(0, 40)}"`,
-    );
-  }
+  const secretPrefix = readMatch(env, 'WECHAT_SECRET_PREFIX', undefined, SECRET_PREFIX, SECRET_PREFIX_RULE);
   if (secretId !== undefined) return { kind: 'secrets_manager', secretId, secretPrefix };
   if (secretPrefix !== undefined) {
     throw invalid(
@@ -396,7 +391,13 @@ function readEnum<T extends string>(
   return value as T;
 }
 
-function readMatch(env: Env, name: string, fallback: string, pattern: RegExp, expected: string): string {
+function readMatch<F extends string | undefined>(
+  env: Env,
+  name: string,
+  fallback: F,
+  pattern: RegExp,
+  expected: string,
+): string | F {
   const raw = nonEmpty(env, name);
   if (raw === undefined) return fallback;
   if (!pattern.test(raw)) throw invalid(name, `must be ${expected}; got "${raw.slice(0, 40)}"`);

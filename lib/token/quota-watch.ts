@@ -36,11 +36,11 @@
 import type { ApiQuota, CallContext, Served, TokenApi, TokenRecord } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { Clock, KeyValueStore, SecretSource, Telemetry, WeChatApi } from '../ports.ts';
-import { requireApp } from '../secrets/credentials.ts';
+import { requireApp, requireCredentials } from '../secrets/credentials.ts';
 import { TOKEN_INVALID_ERRCODES } from '../wechat/errcodes.ts';
 import { OVERLAP_MS } from './lifetime.ts';
-import { RECORD_FORMAT } from './record.ts';
-import { quotaDay, secondsToQuotaDayEnd, type UpstreamGuard } from './upstream-guard.ts';
+import { RECORD_FORMAT, type UpstreamName } from './record.ts';
+import { quotaDay, secondsToQuotaDayEnd, type UpstreamGuard, type UpstreamStatus } from './upstream-guard.ts';
 
 /** WeChat's path of the classic token endpoint, as getApiQuota names it. */
 export const TOKEN_CGI_PATH = '/cgi-bin/token';
@@ -76,14 +76,10 @@ export interface QuotaWatchDeps {
   wechat: WeChatApi;
   secrets: SecretSource;
   guard: UpstreamGuard;
-  /**
-   * The app's access token (getApiQuota needs one), passive refresh when WeChat calls it dead, and a
-   * stable token when the refresh is refused (the dead token too young): it invalidates nothing.
-   */
+  /** The app's access token (getApiQuota needs one), and passive refresh when WeChat calls it dead. */
   tokens: {
     get(appid: string, ctx: CallContext): Promise<Served>;
     refresh(appid: string, invalidToken: string, ctx: CallContext): Promise<Served>;
-    stable(appid: string, ctx: CallContext): Promise<string>;
   };
   settings: { cacheKeyPrefix: string; quotaCheckIntervalSeconds: number };
 }
@@ -133,7 +129,8 @@ export class QuotaWatch {
         // early — and ask again with the replacement, or with a stable token if it was not replaced.
         if (!(err instanceof ServiceError) || !TOKEN_INVALID_ERRCODES.has(err.errcode ?? 0)) throw err;
         const refreshed = await tokens.refresh(appid, token, ctx).catch(() => null);
-        token = refreshed && refreshed.value !== token ? refreshed.value : await tokens.stable(appid, ctx);
+        token =
+          refreshed && refreshed.value !== token ? refreshed.value : await this.#stableToken(appid, ctx);
         return wechat.getApiQuota(appid, token, cgiPath, ctx);
       }
     };
@@ -191,6 +188,29 @@ export class QuotaWatch {
     if (this.#flagged.size >= FLAGGED_MAX) this.#flagged.clear();
     this.#flagged.add(key);
     this.#deps.telemetry.emit(event);
+  }
+
+  /**
+   * A stable token for a check whose token WeChat called dead and the service did not replace (too
+   * young to refresh): WeChat's current stable token, which normal mode hands out without
+   * invalidating anything; counted and guarded like every call, never cached or served.
+   */
+  async #stableToken(appid: string, ctx: CallContext): Promise<string> {
+    const { secrets, guard, wechat } = this.#deps;
+    const app = await requireCredentials(secrets, appid);
+    const grant = await guard.call(
+      'stable_token',
+      { kind: 'access_token', appid },
+      'quota_check',
+      (countRetry) =>
+        wechat.fetchAccessToken(app, 'stable', { deadlineAtMs: ctx.deadlineAtMs, beforeRetry: countRetry }),
+    );
+    return grant.value;
+  }
+
+  /** `status`: one upstream of `appid` — breaker, remembered failure, last error, today's calls. */
+  upstreamStatus(appid: string, upstream: UpstreamName): Promise<UpstreamStatus> {
+    return this.#deps.guard.describe(upstream, appid);
   }
 
   /** The last report of today, from any instance; null when none (or the cache cannot say). */

@@ -26,7 +26,7 @@ import type { CacheOutagePolicy, MissingRecordPolicy } from '../config.ts';
 import type { CallContext, FetchReason, Served, TicketType, TokenKind, TokenRecord } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { Clock, KeyValueStore, SecretSource, Telemetry, WeChatApi } from '../ports.ts';
-import { requireApp, requireCredentials } from '../secrets/credentials.ts';
+import { requireApp } from '../secrets/credentials.ts';
 import { type FetchContext, type FetcherDeps, type Target, ticketTarget, tokenTarget } from './fetchers.ts';
 import { type LifetimeSettings, userRefreshAtMs } from './lifetime.ts';
 import { isCacheDown, type LockHandle, RefreshLock } from './lock.ts';
@@ -41,10 +41,9 @@ import {
   hashJitter,
   readRecord,
   recordTtlSeconds,
-  type UpstreamName,
 } from './record.ts';
 import { ReportedTokens } from './reported.ts';
-import { type LastError, UpstreamGuard } from './upstream-guard.ts';
+import { UpstreamGuard } from './upstream-guard.ts';
 
 export interface TokenServiceSettings extends LifetimeSettings {
   cacheKeyPrefix: string;
@@ -56,17 +55,6 @@ export interface TokenServiceSettings extends LifetimeSettings {
   scheduleIntervalSeconds: number;
   /** The schedule's getApiQuota checks: at most one per app per this many seconds (0: none). */
   quotaCheckIntervalSeconds: number;
-}
-
-/** What `status` shows of one upstream of an app: never a token or a secret. */
-export interface UpstreamStatus {
-  /** The 45009 quota breaker. */
-  breaker: 'open' | 'closed';
-  /** A credential or IP failure remembered now (no call goes to WeChat meanwhile). */
-  remembered: string | null;
-  lastError: LastError | null;
-  /** Today's calls (UTC+8 day) by every instance; null when the cache could not say. */
-  todaysCalls: number | null;
 }
 
 export interface TokenServiceDeps {
@@ -129,17 +117,13 @@ export class TokenService {
     });
     this.#fetchers = { wechat: deps.wechat, secrets, clock, guard: this.#guard, settings };
     this.quota = new QuotaWatch({
+      ...this.#fetchers,
       store,
-      clock,
       telemetry,
-      wechat: deps.wechat,
-      secrets,
-      guard: this.#guard,
       settings,
       tokens: {
         get: (appid, ctx) => this.getAccessToken(appid, ctx),
         refresh: (appid, invalid, ctx) => this.refreshAccessToken(appid, invalid, ctx),
-        stable: (appid, ctx) => this.#stableTokenForCheck(appid, ctx),
       },
     });
   }
@@ -205,15 +189,6 @@ export class TokenService {
    */
   async record(appid: string, kind: TokenKind): Promise<TokenRecord | null> {
     return this.#read(this.#targetOf(appid, kind));
-  }
-
-  /** `status`: one upstream of `appid` — breaker, remembered failure, last error, today's calls. */
-  async upstreamStatus(appid: string, upstream: UpstreamName): Promise<UpstreamStatus> {
-    const [described, calls] = await Promise.all([
-      this.#guard.describe(upstream, appid),
-      this.#guard.todaysCalls(upstream, appid),
-    ]);
-    return { ...described, todaysCalls: calls?.calls ?? null };
   }
 
   /** Operator action: WeChat's clear_quota/v2 for `appid`, then its quota breakers close (quota-reset.ts). */
@@ -472,25 +447,6 @@ export class TokenService {
       appid,
       type,
     );
-  }
-
-  /**
-   * A stable token for a quota check whose token WeChat called dead: WeChat's current stable token
-   * (normal mode invalidates nothing), counted and guarded like every call; never cached or served.
-   */
-  async #stableTokenForCheck(appid: string, ctx: CallContext): Promise<string> {
-    const app = await requireCredentials(this.#deps.secrets, appid);
-    const grant = await this.#guard.call(
-      'stable_token',
-      { kind: 'access_token', appid },
-      'quota_check',
-      (countRetry) =>
-        this.#deps.wechat.fetchAccessToken(app, 'stable', {
-          deadlineAtMs: ctx.deadlineAtMs,
-          beforeRetry: countRetry,
-        }),
-    );
-    return grant.value;
   }
 
   #read(target: Target): Promise<TokenRecord | null> {

@@ -56,6 +56,17 @@ export interface LastError {
   atMs?: number;
 }
 
+/** What `status` shows of one upstream of an app: never a token or a secret. */
+export interface UpstreamStatus {
+  /** The 45009 quota breaker. */
+  breaker: 'open' | 'closed';
+  /** A credential or IP failure remembered now (no call goes to WeChat meanwhile). */
+  remembered: string | null;
+  lastError: LastError | null;
+  /** Today's calls (UTC+8 day) by every instance; null when the cache could not say. */
+  todaysCalls: number | null;
+}
+
 /** A lock holder's failure is kept this long for the requests waiting on it. */
 const HOLDER_FAILURE_SECONDS = 2;
 /** WeChat's limit on stable-token force refreshes per appid per day. */
@@ -190,15 +201,13 @@ export class UpstreamGuard {
     return { calls: (counted ?? 0) + (this.#uncounted.get(key) ?? 0), slack: slack ?? 0 };
   }
 
-  /** What an operator sees of one upstream of `appid`: its breaker and its last failure. Throws `cache_unavailable`. */
-  async describe(
-    upstream: UpstreamName,
-    appid: string,
-  ): Promise<{ breaker: 'open' | 'closed'; remembered: string | null; lastError: LastError | null }> {
+  /** What `status` shows of one upstream of `appid`. Throws `cache_unavailable`. */
+  async describe(upstream: UpstreamName, appid: string): Promise<UpstreamStatus> {
     const keys = upstreamKeys(this.#settings.cacheKeyPrefix, upstream, appid);
-    const [failure, last] = await Promise.all([
+    const [failure, last, calls] = await Promise.all([
       this.#store.get(keys.failure),
       this.#store.get(keys.lastError),
+      this.todaysCalls(upstream, appid),
     ]);
     const remembered = decodeFailure(failure);
     const lastError = decodeFailure(last, true);
@@ -211,6 +220,7 @@ export class UpstreamGuard {
         ...(lastError.errcode === undefined ? {} : { errcode: lastError.errcode }),
         ...(typeof atMs === 'number' ? { atMs } : {}),
       },
+      todaysCalls: calls?.calls ?? null,
     };
   }
 
