@@ -229,6 +229,7 @@ function buildSecrets(
   if (source.kind === 'secrets_manager') {
     return new SecretsManagerCredentials({
       secretId: source.secretId,
+      secretPrefix: source.secretPrefix,
       cacheSeconds: config.secretCacheSeconds,
       rereadSeconds: config.secretRereadSeconds,
       graceSeconds: config.secretGraceSeconds,

@@ -18,6 +18,10 @@ export interface InvocationOutcome {
   error?: ServiceError | undefined;
   /** The answer's code when it is not an error (`ok`, or the schedule's `partial`). */
   code?: string;
+  /** More metrics the line carries (the schedule's duration and counts). */
+  metrics?: Metric[];
+  /** More fields of the line (counts; never a token or a secret). */
+  fields?: Record<string, number | string>;
 }
 
 /** Writes the invocation line; returns nothing, throws nothing. */
@@ -28,8 +32,10 @@ export function logInvocation(
   outcome: InvocationOutcome,
 ): void {
   const { error, served } = outcome;
-  const metrics: Metric[] = [];
-  if (served) metrics.push({ name: 'Served', value: 1, dimensions: { source: served.source } });
+  const metrics: Metric[] = [...(outcome.metrics ?? [])];
+  if (served) {
+    metrics.push({ name: 'Served', value: 1, dimensions: { kind: served.kind, source: served.source } });
+  }
   let level: LogLevel = 'INFO';
   if (error) {
     const server = error.status >= 500;
@@ -50,6 +56,7 @@ export function logInvocation(
       durationMs: Date.now() - startedAtMs,
       detail: error?.message,
       error: error?.code === 'internal_error' ? describeCause(error.cause) : undefined,
+      ...outcome.fields,
     },
     metrics,
   );

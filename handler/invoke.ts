@@ -3,7 +3,7 @@
  * result is the body itself — a token, ticket or wx.config body, an operator action's answer, or
  * `{error}`; never a thrown error.
  *
- * Operator actions (`clear_quota`) exist on this channel only: API Gateway has no route to them.
+ * Operator actions (`clear_quota`, `status`) exist on this channel only: API Gateway has no route to them.
  */
 import type { CallContext } from '../lib/domain.ts';
 import { ServiceError, toServiceError } from '../lib/errors.ts';
@@ -19,11 +19,12 @@ import {
   requireConfigured,
   runOperation,
 } from './operations.ts';
+import { parseStatus, type StatusRequest, status } from './status.ts';
 
 /** Actions for operators, besides the operations every channel offers. */
-export const OPERATOR_ACTIONS = ['clear_quota'] as const;
+export const OPERATOR_ACTIONS = ['clear_quota', 'status'] as const;
 
-type InvokeRequest = Request | { operation: 'clear_quota'; appid: string };
+type InvokeRequest = Request | { operation: 'clear_quota'; appid: string } | StatusRequest;
 
 /** The answer of `clear_quota`. */
 export interface ClearQuotaBody {
@@ -44,6 +45,15 @@ export async function handleInvoke(
   let request: InvokeRequest | undefined;
   try {
     request = parseInvoke(event);
+    if (request.operation === 'status') {
+      const body = await status(container, request, ctx);
+      logInvocation(container.log, 'invoke', startedAtMs, {
+        operation: request.operation,
+        appid: request.appid,
+        fields: { apps: body.apps.length, skipped: body.skipped.length },
+      });
+      return body;
+    }
     if (request.operation === 'clear_quota') {
       const body = await clearQuota(container, request.appid, ctx);
       logInvocation(container.log, 'invoke', startedAtMs, {
@@ -97,6 +107,7 @@ function parseInvoke(event: unknown): InvokeRequest {
   const fields = event as Record<string, unknown>;
   const action = fields.action ?? 'get_token';
   if (action === 'clear_quota') return { operation: action, appid: parseAppid(fields.appid) };
+  if (action === 'status') return parseStatus(fields);
   if (typeof action !== 'string' || !(OPERATIONS as readonly string[]).includes(action)) {
     throw new ServiceError(
       'invalid_request',

@@ -14,7 +14,15 @@ export const LOCK_HEADROOM_MS = 2000;
 
 /** Where the appid/secret pairs and HTTP client keys come from. */
 export type CredentialSource =
-  | { kind: 'secrets_manager'; secretId: string }
+  | {
+      kind: 'secrets_manager';
+      secretId: string;
+      /**
+       * WECHAT_SECRET_PREFIX: an app entry without `secret` has its AppSecret in the secret named this
+       * prefix + appid (JSON `{"secret":"…"}`); undefined → every entry must carry its secret.
+       */
+      secretPrefix: string | undefined;
+    }
   /** Local runs only: one app from WECHAT_APPID/WECHAT_APPSECRET (and an optional local client key). */
   | {
       kind: 'env';
@@ -106,6 +114,13 @@ export interface Config {
   scheduleIntervalSeconds: number;
   /** While the 45009 breaker is open, WeChat is asked again at most this often per app and upstream. */
   quotaBreakerProbeSeconds: number;
+  /** How many (app, kind) refreshes one schedule run makes at once (SCHEDULE_CONCURRENCY). */
+  scheduleConcurrency: number;
+  /**
+   * The schedule asks WeChat's getApiQuota for an app at most this often, fleet-wide
+   * (QUOTA_CHECK_INTERVAL_SECONDS); 0 turns the schedule's checks off (`status` can still ask).
+   */
+  quotaCheckIntervalSeconds: number;
   logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 }
 
@@ -165,6 +180,8 @@ export function loadConfig(env: Env = process.env): Config {
     functionTimeoutSeconds,
     scheduleIntervalSeconds: readInt(env, 'SCHEDULE_INTERVAL_SECONDS', 300, 0, 3600),
     quotaBreakerProbeSeconds: readInt(env, 'QUOTA_BREAKER_PROBE_SECONDS', 600, 1, 86_400),
+    scheduleConcurrency: readInt(env, 'SCHEDULE_CONCURRENCY', 16, 1, 256),
+    quotaCheckIntervalSeconds: readInt(env, 'QUOTA_CHECK_INTERVAL_SECONDS', 3600, 0, 86_400),
     cacheOutagePolicy: readEnum(
       env,
       'CACHE_OUTAGE_POLICY',
@@ -206,9 +223,22 @@ export function minimumLockLeaseSeconds(settings: {
   return { seconds: Math.ceil((boundMs + LOCK_HEADROOM_MS) / 1000), why };
 }
 
+/** Secrets Manager names: letters, digits and /_+=.@-, at most 512 with the appid (18) appended. */
+const SECRET_PREFIX = /^[A-Za-z0-9/_+=.@-]{1,494}$/;
+const SECRET_PREFIX_RULE =
+  'the start of Secrets Manager secret names (letters, digits and /_+=.@-, at most 494), such as wechat/apps/';
+
 function readCredentialSource(env: Env): CredentialSource {
   const secretId = nonEmpty(env, 'WECHAT_SECRET_ID');
-  if (secretId !== undefined) return { kind: 'secrets_manager', secretId };
+  const secretPrefix = readMatch(env, 'WECHAT_SECRET_PREFIX', undefined, SECRET_PREFIX, SECRET_PREFIX_RULE);
+  if (secretId !== undefined) return { kind: 'secrets_manager', secretId, secretPrefix };
+  if (secretPrefix !== undefined) {
+    throw invalid(
+      'WECHAT_SECRET_PREFIX',
+      'is set, but per-app secrets are read only with WECHAT_SECRET_ID (the secret listing the apps): set it, ' +
+        'or unset WECHAT_SECRET_PREFIX',
+    );
+  }
   const appid = nonEmpty(env, 'WECHAT_APPID');
   const secret = nonEmpty(env, 'WECHAT_APPSECRET');
   if (appid === undefined || secret === undefined) {
@@ -364,7 +394,13 @@ function readEnum<T extends string>(
   return value as T;
 }
 
-function readMatch(env: Env, name: string, fallback: string, pattern: RegExp, expected: string): string {
+function readMatch<F extends string | undefined>(
+  env: Env,
+  name: string,
+  fallback: F,
+  pattern: RegExp,
+  expected: string,
+): string | F {
   const raw = nonEmpty(env, name);
   if (raw === undefined) return fallback;
   if (!pattern.test(raw)) throw invalid(name, `must be ${expected}; got "${raw.slice(0, 40)}"`);

@@ -36,13 +36,16 @@ export type FetchReason =
   | 'passive'
   | 'schedule'
   | 'outage'
-  | 'ticket_retry';
+  | 'ticket_retry'
+  /** A stable token for a getApiQuota check whose access token WeChat called dead. */
+  | 'quota_check';
 
 /**
  * The WeChat endpoints the service calls: `/cgi-bin/token`, `/cgi-bin/stable_token`,
- * `/cgi-bin/ticket/getticket`, and the operator action `/cgi-bin/clear_quota/v2`.
+ * `/cgi-bin/ticket/getticket`, the operator action `/cgi-bin/clear_quota/v2`, and getApiQuota
+ * (`/cgi-bin/openapi/quota/get`).
  */
-export type Endpoint = 'token' | 'stable_token' | 'ticket' | 'clear_quota';
+export type Endpoint = 'token' | 'stable_token' | 'ticket' | 'clear_quota' | 'quota';
 
 /**
  * The WeCom endpoints: `/cgi-bin/gettoken`, `/cgi-bin/get_jsapi_ticket` and
@@ -80,9 +83,10 @@ export interface AppConfig {
   appid: string;
   /**
    * The AppSecret (WeCom: the app's Secret): sent to the token endpoints only; never logged, cached
-   * or returned.
+   * or returned. Absent when it lives in its own secret (WECHAT_SECRET_PREFIX + the app's secret
+   * name), read on first use through `SecretSource.appSecret` (see `requireCredentials`).
    */
-  secret: string;
+  secret?: string;
   tokenApi: TokenSource;
   /** Ticket types the schedule keeps fresh for this app. */
   tickets: TicketType[];
@@ -94,6 +98,9 @@ export interface ClientKey {
   keySha256: Buffer;
   appids: ReadonlySet<string>;
 }
+
+/** An app with its AppSecret at hand: what WeChat's token endpoints and clear_quota take. */
+export type AppWithSecret = AppConfig & { secret: string };
 
 /** The parsed credentials secret: the apps and the HTTP clients. */
 export interface Credentials {
@@ -148,6 +155,13 @@ export function ticketKind(type: TicketType): TokenKind {
 
 export function ticketType(kind: Exclude<TokenKind, 'access_token'>): TicketType {
   return kind.slice(0, -'_ticket'.length) as TicketType;
+}
+
+/** WeChat's getApiQuota answer for one endpoint (`quota{daily_limit, used, remain}`). */
+export interface ApiQuota {
+  dailyLimit: number;
+  used: number;
+  remain: number;
 }
 
 /** Every call carries the invocation's deadline (epoch ms): no wait or fetch goes past it. */

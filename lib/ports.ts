@@ -2,7 +2,7 @@
  * The ports the core depends on. Adapters implement them (`lib/store`, `lib/secrets`, `lib/wechat`,
  * `lib/clock.ts`, `lib/telemetry`); tests pass fakes. The core imports nothing else from the outside.
  */
-import type { Credentials, Grant, TicketType, TokenSource } from './domain.ts';
+import type { ApiQuota, Credentials, Grant, TicketType, TokenSource } from './domain.ts';
 import type { CoreEvent } from './telemetry/events.ts';
 
 /**
@@ -49,11 +49,22 @@ export interface SecretSource {
    * read. Sources that hold their credentials from the start (the environment) need not implement it.
    */
   held?(): Credentials | undefined;
+  /**
+   * The AppSecret of an app whose entry has none: its own secret, WECHAT_SECRET_PREFIX + appid, read
+   * on first use and kept like the list. Sources without per-app secrets leave it out. Throws
+   * `config_invalid` (missing or malformed secret) or `secrets_unavailable`.
+   */
+  appSecret?(appid: string, options?: { reload?: boolean }): Promise<string>;
 }
 
 /** Every upstream call is bounded by an absolute deadline (epoch ms) derived from the Lambda's remaining time. */
 export interface CallOptions {
   deadlineAtMs: number;
+  /**
+   * Called before each repeated attempt of the call (WeChat busy, not reached): the quota counts
+   * attempts, so the service's own count must too.
+   */
+  beforeRetry?: () => void;
 }
 
 /**
@@ -72,6 +83,11 @@ export interface WeChatApi {
    * WeChat allows 10 resets per account per month, shared with the console's reset (48006 when used up).
    */
   clearQuota(app: { appid: string; secret: string }, options: CallOptions): Promise<void>;
+  /**
+   * getApiQuota (`POST /cgi-bin/openapi/quota/get`): today's quota of one endpoint (`cgiPath`, such
+   * as `/cgi-bin/token`) for the app whose access token is given. Read-only, so retried like a ticket.
+   */
+  getApiQuota(appid: string, accessToken: string, cgiPath: string, options: CallOptions): Promise<ApiQuota>;
 }
 
 /** Time and chance, injected everywhere so tests can move and fix them. */

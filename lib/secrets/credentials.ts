@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import {
   APPID_PATTERN,
   type AppConfig,
+  type AppWithSecret,
   type ClientKey,
   type Credentials,
   type TicketType,
@@ -26,11 +27,17 @@ const WECOM_TICKETS: Readonly<Record<string, TicketType>> = {
   agent_jsapi: 'agent_config',
 };
 
+/** How the list is read: whether app entries may leave their AppSecret to a secret of their own. */
+export interface ParseOptions {
+  /** WECHAT_SECRET_PREFIX: set → an entry without `secret` is valid (its secret is prefix + appid). */
+  secretPrefix?: string | undefined;
+}
+
 /**
  * Parses the credentials secret (both forms of the design). Errors are `config_invalid`, name the
  * offending entry by index or appid, and never quote a secret value.
  */
-export function parseCredentials(text: string): Credentials {
+export function parseCredentials(text: string, options: ParseOptions = {}): Credentials {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -42,7 +49,7 @@ export function parseCredentials(text: string): Credentials {
   const appEntries: unknown[] = 'apps' in raw ? asArray(raw.apps, 'apps') : [raw];
   const apps = new Map<string, AppConfig>();
   appEntries.forEach((entry, index) => {
-    const app = parseApp(entry, 'apps' in raw ? `apps[${index}]` : 'the secret');
+    const app = parseApp(entry, 'apps' in raw ? `apps[${index}]` : 'the secret', options.secretPrefix);
     if (apps.has(app.appid)) throw bad(`apps lists ${app.appid} twice`);
     apps.set(app.appid, app);
   });
@@ -56,9 +63,9 @@ export function parseCredentials(text: string): Credentials {
   return { apps, clients };
 }
 
-function parseApp(entry: unknown, where: string): AppConfig {
+function parseApp(entry: unknown, where: string, secretPrefix: string | undefined): AppConfig {
   if (!isObject(entry)) throw bad(`${where} is not an object; ${SECRET_FORMS}`);
-  if (entry.kind === 'wecom') return parseWeComApp(entry, where);
+  if (entry.kind === 'wecom') return parseWeComApp(entry, where, secretPrefix);
   if (entry.kind !== undefined && entry.kind !== 'wechat') {
     throw bad(`${where}.kind must be "wecom" for a WeCom app, or absent for a WeChat app`);
   }
@@ -66,7 +73,7 @@ function parseApp(entry: unknown, where: string): AppConfig {
   if (typeof appid !== 'string' || !WECHAT_APPID_PATTERN.test(appid)) {
     throw bad(`${where}.appid must be "wx" followed by 16 hex digits`);
   }
-  checkSecret(secret, where, `appid ${appid}`, 'AppSecret');
+  checkSecret(secret, where, `appid ${appid}`, 'AppSecret', secretPrefix);
   const tokenApi = entry.token_api ?? 'classic';
   if (tokenApi !== 'classic' && tokenApi !== 'stable') {
     throw bad(`${where}.token_api (appid ${appid}) must be "classic" or "stable"`);
@@ -75,11 +82,17 @@ function parseApp(entry: unknown, where: string): AppConfig {
   if (!Array.isArray(tickets) || !tickets.every((t) => t === 'jsapi' || t === 'wx_card')) {
     throw bad(`${where}.tickets (appid ${appid}) must be a list of "jsapi" and "wx_card"`);
   }
-  return { appid, secret: secret as string, tokenApi, tickets: [...new Set(tickets as TicketType[])] };
+  const app: AppConfig = { appid, tokenApi, tickets: [...new Set(tickets as TicketType[])] };
+  if (secret !== undefined) app.secret = secret as string;
+  return app;
 }
 
 /** A WeCom self-built app: its id is `corpid:agentid`; tokens come from gettoken. */
-function parseWeComApp(entry: Record<string, unknown>, where: string): AppConfig {
+function parseWeComApp(
+  entry: Record<string, unknown>,
+  where: string,
+  secretPrefix: string | undefined,
+): AppConfig {
   const { corpid, secret } = entry;
   if (typeof corpid !== 'string' || !/^w[wx][0-9a-f]{16}$/.test(corpid)) {
     throw bad(
@@ -96,7 +109,7 @@ function parseWeComApp(entry: Record<string, unknown>, where: string): AppConfig
       `${where}.token_api (app ${appid}) does not apply to WeCom apps, which have one token endpoint: remove it`,
     );
   }
-  checkSecret(secret, where, `app ${appid}`, "app's Secret");
+  checkSecret(secret, where, `app ${appid}`, "app's Secret", secretPrefix);
   const listed = entry.tickets ?? [];
   if (
     !Array.isArray(listed) ||
@@ -105,14 +118,64 @@ function parseWeComApp(entry: Record<string, unknown>, where: string): AppConfig
     throw bad(`${where}.tickets (app ${appid}) must be a list of "jsapi" and "agent_config"`);
   }
   const tickets = (listed as string[]).map((t) => WECOM_TICKETS[t] as TicketType);
-  return { appid, secret: secret as string, tokenApi: 'wecom', tickets: [...new Set(tickets)] };
+  const app: AppConfig = { appid, tokenApi: 'wecom', tickets: [...new Set(tickets)] };
+  if (secret !== undefined) app.secret = secret as string;
+  return app;
 }
 
-/** Throws `config_invalid` naming the entry, never quoting the value. */
-function checkSecret(secret: unknown, where: string, which: string, what: string): void {
-  if (typeof secret !== 'string' || !/^[\x21-\x7e]{8,128}$/.test(secret)) {
+/**
+ * Throws `config_invalid` naming the entry, never quoting the value. An entry may leave its secret
+ * to a secret of its own when WECHAT_SECRET_PREFIX is set.
+ */
+function checkSecret(
+  secret: unknown,
+  where: string,
+  which: string,
+  what: string,
+  secretPrefix: string | undefined,
+): void {
+  if (secret === undefined) {
+    if (secretPrefix !== undefined) return;
+    throw bad(
+      `${where} (${which}) has no secret: put the ${what} in the entry, or set WECHAT_SECRET_PREFIX and ` +
+        'store it as {"secret":"…"} in the secret named that prefix + the app id (a WeCom id with "-" for ":")',
+    );
+  }
+  if (!isAppSecret(secret)) {
     throw bad(`${where}.secret (${which}) must be the ${what}: 8 to 128 printable characters`);
   }
+}
+
+/**
+ * The name of an app's own secret: WECHAT_SECRET_PREFIX + the app id, a WeCom `corpid:agentid` as
+ * `corpid-agentid` (Secrets Manager names allow letters, digits and /_+=.@- only).
+ */
+export function appSecretName(prefix: string, appid: string): string {
+  return `${prefix}${appid.replace(':', '-')}`;
+}
+
+function isAppSecret(value: unknown): value is string {
+  return typeof value === 'string' && /^[\x21-\x7e]{8,128}$/.test(value);
+}
+
+/**
+ * Parses an app's own secret (`{"secret":"…"}`, named by appSecretName). Errors are
+ * `config_invalid`, name the secret, and never quote its value.
+ */
+export function parseAppSecret(text: string, secretName: string): string {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    raw = undefined;
+  }
+  if (!isObject(raw) || !isAppSecret(raw.secret)) {
+    throw new ServiceError(
+      'config_invalid',
+      `secret ${secretName} must be JSON {"secret":"<AppSecret>"}, the AppSecret 8 to 128 printable characters`,
+    );
+  }
+  return raw.secret;
 }
 
 function parseClient(entry: unknown, index: number): ClientKey {
@@ -187,6 +250,28 @@ export async function requireApp(source: SecretSource, appid: string): Promise<A
   const app = (await source.get()).apps.get(appid);
   if (!app) throw unknownAppid(appid);
   return app;
+}
+
+/**
+ * The app configured for `appid` with its AppSecret: from its entry, or from its own secret
+ * (`SecretSource.appSecret`). `reload` re-reads both (WeChat rejected the AppSecret: it may have
+ * been rotated). Throws `unknown_appid`, `config_invalid`, `secrets_unavailable`.
+ */
+export async function requireCredentials(
+  source: SecretSource,
+  appid: string,
+  options: { reload?: boolean } = {},
+): Promise<AppWithSecret> {
+  const app = (await source.get(options)).apps.get(appid);
+  if (!app) throw unknownAppid(appid);
+  if (app.secret !== undefined) return app as AppWithSecret;
+  if (!source.appSecret) {
+    throw new ServiceError(
+      'config_invalid',
+      `appid ${appid} has no secret in the credentials secret, and no per-app secrets are configured (WECHAT_SECRET_PREFIX)`,
+    );
+  }
+  return { ...app, secret: await source.appSecret(appid, options) };
 }
 
 /** The `unknown_appid` error: the appid has no entry in the apps list of the credentials secret. */

@@ -1,7 +1,7 @@
 import type { Credentials } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { Clock, SecretSource, Telemetry } from '../ports.ts';
-import { parseCredentials } from './credentials.ts';
+import { appSecretName, parseAppSecret, parseCredentials } from './credentials.ts';
 
 /** The one SDK call used, typed structurally: `(secretId) → SecretString`. */
 export type ReadSecret = (secretId: string) => Promise<string | undefined>;
@@ -48,6 +48,11 @@ export const FAILED_READ_MEMORY_COLD_MS = 1000;
 
 export interface SecretsManagerCredentialsOptions {
   secretId: string;
+  /**
+   * WECHAT_SECRET_PREFIX: an app entry without `secret` has it in the secret named this prefix +
+   * appid, read on first use and kept under the same rules as the list.
+   */
+  secretPrefix?: string | undefined;
   /** How long a parsed secret is reused before it is read again (SECRET_CACHE_SECONDS). */
   cacheSeconds: number;
   /**
@@ -67,7 +72,70 @@ export interface SecretsManagerCredentialsOptions {
 }
 
 /**
- * Credentials from one Secrets Manager secret, parsed and kept in memory for a bounded time.
+ * The credentials: the list of apps and clients (WECHAT_SECRET_ID) and, when WECHAT_SECRET_PREFIX is
+ * set, the AppSecrets of entries without one, each in its own secret (prefix + appid). Every secret
+ * is kept by the rules of {@link CachedSecret}; an app's secret is read on its first use only.
+ */
+export class SecretsManagerCredentials implements SecretSource {
+  readonly #options: SecretsManagerCredentialsOptions;
+  readonly #list: CachedSecret<Credentials>;
+  readonly #apps = new Map<string, CachedSecret<string>>();
+
+  constructor(options: SecretsManagerCredentialsOptions) {
+    this.#options = options;
+    const { secretPrefix } = options;
+    this.#list = new CachedSecret({
+      ...options,
+      parse: (text) => parseCredentials(text, { secretPrefix }),
+      notFound: 'set WECHAT_SECRET_ID to the secret holding the apps',
+    });
+  }
+
+  get(options: { reload?: boolean } = {}): Promise<Credentials> {
+    return this.#list.get(options);
+  }
+
+  held(): Credentials | undefined {
+    return this.#list.held();
+  }
+
+  /** The AppSecret in the secret named WECHAT_SECRET_PREFIX + appid. Throws `config_invalid`, `secrets_unavailable`. */
+  appSecret(appid: string, options: { reload?: boolean } = {}): Promise<string> {
+    const prefix = this.#options.secretPrefix;
+    if (prefix === undefined) {
+      return Promise.reject(
+        new ServiceError(
+          'config_invalid',
+          `appid ${appid} has no secret, and WECHAT_SECRET_PREFIX is not set`,
+        ),
+      );
+    }
+    let cached = this.#apps.get(appid);
+    if (!cached) {
+      const secretId = appSecretName(prefix, appid);
+      cached = new CachedSecret({
+        ...this.#options,
+        secretId,
+        appid,
+        parse: (text) => parseAppSecret(text, secretId),
+        notFound: `create it with {"secret":"<AppSecret>"} (WECHAT_SECRET_PREFIX + the app id, a WeCom id with "-" for ":"), or put the secret in the apps entry`,
+      });
+      this.#apps.set(appid, cached);
+    }
+    return cached.get(options);
+  }
+}
+
+interface CachedSecretOptions<T> extends SecretsManagerCredentialsOptions {
+  parse(text: string): T;
+  /** What to do when Secrets Manager has no such secret. */
+  notFound: string;
+  /** The app whose secret this is (per-app secrets), for the stale-served event. */
+  appid?: string;
+}
+
+/**
+ * One Secrets Manager secret, parsed and kept in memory for a bounded time.
  *
  * - Concurrent readers share one request.
  * - `reload` (WeChat rejected the secret: it may have been rotated) reads again at once, but at most
@@ -81,18 +149,18 @@ export interface SecretsManagerCredentialsOptions {
  *   the read's error is the answer (`secrets_unavailable`, or `config_invalid` for a missing or
  *   malformed secret).
  */
-export class SecretsManagerCredentials implements SecretSource {
-  readonly #options: SecretsManagerCredentialsOptions;
-  #good: { credentials: Credentials; readAtMs: number } | undefined;
+class CachedSecret<T> {
+  readonly #options: CachedSecretOptions<T>;
+  #good: { credentials: T; readAtMs: number } | undefined;
   #failed: { error: ServiceError; untilMs: number } | undefined;
   #lastRereadAtMs: number | undefined;
-  #inFlight: Promise<Credentials> | undefined;
+  #inFlight: Promise<T> | undefined;
 
-  constructor(options: SecretsManagerCredentialsOptions) {
+  constructor(options: CachedSecretOptions<T>) {
     this.#options = options;
   }
 
-  async get(options: { reload?: boolean } = {}): Promise<Credentials> {
+  async get(options: { reload?: boolean } = {}): Promise<T> {
     const { clock, cacheSeconds, rereadSeconds } = this.#options;
     const now = clock.now();
     const reread =
@@ -117,27 +185,27 @@ export class SecretsManagerCredentials implements SecretSource {
   }
 
   /** The parsed secret held in memory, whatever its age, without reading; undefined before the first read. */
-  held(): Credentials | undefined {
+  held(): T | undefined {
     return this.#good?.credentials;
   }
 
-  async #read(): Promise<Credentials> {
-    const { secretId, readSecret, clock } = this.#options;
+  async #read(): Promise<T> {
+    const { secretId, readSecret, clock, parse, notFound } = this.#options;
     const startedAtMs = clock.now();
     try {
       let text: string | undefined;
       try {
         text = await readSecret(secretId);
       } catch (err) {
-        throw secretsError(err, secretId);
+        throw secretsError(err, secretId, notFound);
       }
       if (text === undefined) {
         throw new ServiceError(
           'config_invalid',
-          `secret ${secretId} has no SecretString; store the credentials as JSON text`,
+          `secret ${secretId} has no SecretString; store it as JSON text`,
         );
       }
-      const credentials = parseCredentials(text);
+      const credentials = parse(text);
       this.#good = { credentials, readAtMs: startedAtMs };
       this.#failed = undefined;
       return credentials;
@@ -145,7 +213,7 @@ export class SecretsManagerCredentials implements SecretSource {
       const error =
         err instanceof ServiceError
           ? err
-          : new ServiceError('internal_error', 'unexpected error reading the credentials secret', {
+          : new ServiceError('internal_error', `unexpected error reading secret ${secretId}`, {
               cause: err,
             });
       const now = clock.now();
@@ -155,10 +223,11 @@ export class SecretsManagerCredentials implements SecretSource {
         untilMs: now + (usable ? FAILED_READ_MEMORY_MS : FAILED_READ_MEMORY_COLD_MS),
       };
       if (usable && this.#good) {
-        const { cacheSeconds, graceSeconds, telemetry } = this.#options;
+        const { cacheSeconds, graceSeconds, telemetry, appid } = this.#options;
         const ageMs = now - this.#good.readAtMs;
         telemetry?.emit({
           event: 'secrets.stale_served',
+          ...(appid === undefined ? {} : { appid }),
           code: error.code,
           ageSeconds: Math.floor(ageMs / 1000),
           graceLeftSeconds: Math.max(0, Math.floor(((cacheSeconds + graceSeconds) * 1000 - ageMs) / 1000)),
@@ -169,27 +238,25 @@ export class SecretsManagerCredentials implements SecretSource {
   }
 
   /** The last good copy while inside its cache time plus the grace period. */
-  #usable(now: number): Credentials | undefined {
+  #usable(now: number): T | undefined {
     const good = this.#good;
     const { cacheSeconds, graceSeconds } = this.#options;
     if (good && now - good.readAtMs < (cacheSeconds + graceSeconds) * 1000) return good.credentials;
     return undefined;
   }
 
-  #usableOr(error: ServiceError, now: number): Credentials {
+  #usableOr(error: ServiceError, now: number): T {
     const usable = this.#usable(now);
     if (usable) return usable;
     throw error;
   }
 }
-function secretsError(err: unknown, secretId: string): ServiceError {
+function secretsError(err: unknown, secretId: string, notFound: string): ServiceError {
   const name = err instanceof Error ? err.name : 'Error';
   if (name === 'ResourceNotFoundException') {
-    return new ServiceError(
-      'config_invalid',
-      `Secrets Manager has no secret ${secretId}; set WECHAT_SECRET_ID to the secret holding the apps`,
-      { cause: err },
-    );
+    return new ServiceError('config_invalid', `Secrets Manager has no secret ${secretId}; ${notFound}`, {
+      cause: err,
+    });
   }
   if (name === 'AccessDeniedException') {
     return new ServiceError(

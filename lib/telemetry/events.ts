@@ -22,6 +22,9 @@
  * | quota.probe          | INFO  | QuotaProbes (upstream)                    | a call goes to WeChat through an open quota breaker |
  * | quota.breaker_closed | WARN  | —                                         | a quota breaker closed (probe succeeded, or clear_quota) |
  * | quota.cleared        | WARN  | QuotaResets                               | clear_quota used one of WeChat's 10 monthly resets |
+ * | quota.checked        | INFO  | QuotaUsed, QuotaLimit, QuotaRemaining (upstream) | getApiQuota answered for an app   |
+ * | quota.warning        | WARN  | QuotaWarnings (upstream)                  | 80 % of an endpoint's daily quota is used |
+ * | quota.outside_fetcher| ERROR | OutsideFetcherSuspected                   | WeChat counted more token calls than the service made, or a token was killed early |
  *
  * ¹ WARN for a 5xx answer, ERROR for an internal error.
  */
@@ -70,6 +73,39 @@ export type CoreEvent =
   | { event: 'quota.breaker_closed'; breaker: string; appid: string; by: 'probe' | 'clear_quota' }
   | { event: 'quota.cleared'; appid: string }
   | {
+      event: 'quota.checked';
+      appid: string;
+      /** `token` (/cgi-bin/token) or `ticket` (/cgi-bin/ticket/getticket). */
+      upstream: 'token' | 'ticket';
+      used: number;
+      limit: number;
+      remain: number;
+      /** The service's own calls of the same day; null when the cache could not say. */
+      serviceCount: number | null;
+    }
+  | {
+      event: 'quota.warning';
+      appid: string;
+      upstream: 'token' | 'ticket';
+      used: number;
+      limit: number;
+      detail: string;
+    }
+  | {
+      event: 'quota.outside_fetcher';
+      appid: string;
+      /** `quota_count`: WeChat's count against the service's; `early_report`: a token killed early. */
+      evidence: 'quota_count' | 'early_report';
+      wechatCount?: number;
+      serviceCount?: number;
+      /** Calls WeChat counted today before the service's counters started (a late start: not suspected). */
+      uncounted?: number;
+      tokenAgeSeconds?: number;
+      secondsLeft?: number;
+      /** What it means and what to do. */
+      detail: string;
+    }
+  | {
       event: 'config.warning';
       /** The environment variable. */
       variable: string;
@@ -81,6 +117,8 @@ export type CoreEvent =
     }
   | {
       event: 'secrets.stale_served';
+      /** Set for an app's own secret (WECHAT_SECRET_PREFIX + appid); absent for the list. */
+      appid?: string;
       /** The failed read's error code. */
       code: string;
       /** How old the copy in use is. */
@@ -108,4 +146,7 @@ export const EVENT_LEVEL: Record<CoreEvent['event'], LogLevel> = {
   'quota.probe': 'INFO',
   'quota.breaker_closed': 'WARN',
   'quota.cleared': 'WARN',
+  'quota.checked': 'INFO',
+  'quota.warning': 'WARN',
+  'quota.outside_fetcher': 'ERROR',
 };

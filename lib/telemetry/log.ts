@@ -188,6 +188,18 @@ function metricsOf(event: CoreEvent): Metric[] {
       return [{ name: 'QuotaProbes', value: 1, dimensions: { upstream: event.upstream } }];
     case 'quota.cleared':
       return [{ name: 'QuotaResets', value: 1 }];
+    case 'quota.checked': {
+      const dimensions = { upstream: event.upstream };
+      return [
+        { name: 'QuotaUsed', value: event.used, dimensions },
+        { name: 'QuotaLimit', value: event.limit, dimensions },
+        { name: 'QuotaRemaining', value: event.remain, dimensions },
+      ];
+    }
+    case 'quota.warning':
+      return [{ name: 'QuotaWarnings', value: 1, dimensions: { upstream: event.upstream } }];
+    case 'quota.outside_fetcher':
+      return [{ name: 'OutsideFetcherSuspected', value: 1 }];
     default:
       return [];
   }

@@ -18,7 +18,7 @@ import {
 } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { Clock, SecretSource, WeChatApi } from '../ports.ts';
-import { requireApp } from '../secrets/credentials.ts';
+import { requireCredentials } from '../secrets/credentials.ts';
 import { AmbiguousUpstreamError } from '../wechat/client.ts';
 import { TOKEN_INVALID_ERRCODES } from '../wechat/errcodes.ts';
 import { classicResumeAtMs, type LifetimeSettings } from './lifetime.ts';
@@ -89,6 +89,17 @@ const TOKEN_UPSTREAM: Record<TokenSource, UpstreamName> = {
   wecom: 'wecom_gettoken',
 };
 
+/** The upstream that issues a ticket of `type` for `appid` (a WeChat appid or a WeCom app id). */
+export function ticketUpstream(appid: string, type: TicketType): UpstreamName {
+  if (weComApp(appid)) return type === 'jsapi' ? 'wecom_ticket_jsapi' : 'wecom_ticket_agent_config';
+  return type === 'jsapi' ? 'ticket_jsapi' : 'ticket_wx_card';
+}
+
+/** The upstreams that may issue an app's access token. */
+export function tokenUpstreams(app: { tokenApi: TokenSource }): UpstreamName[] {
+  return app.tokenApi === 'wecom' ? ['wecom_gettoken'] : ['token', 'stable_token'];
+}
+
 /** The access token of `appid`. */
 export function tokenTarget(deps: FetcherDeps, appid: string): Target {
   const kind: TokenKind = 'access_token';
@@ -98,16 +109,17 @@ export function tokenTarget(deps: FetcherDeps, appid: string): Target {
     keys: recordKeys(deps.settings.cacheKeyPrefix, kind, appid),
     fetch: async (ctx) => {
       const { wechat, clock, guard, secrets } = deps;
-      let app = await requireApp(secrets, appid);
+      let app = await requireCredentials(secrets, appid);
       const chosen = endpointFor(deps, app.tokenApi, ctx);
       let api = chosen.api;
       const upstream: UpstreamName = TOKEN_UPSTREAM[api];
       const force = api === 'stable' && ctx.force;
-      const call = async (): Promise<Fetched> => {
+      const call = async (countRetry: () => void): Promise<Fetched> => {
         const sentAtMs = clock.now();
         const grant = await wechat.fetchAccessToken(app, api, {
           deadlineAtMs: ctx.deadlineAtMs,
           forceRefresh: force,
+          beforeRetry: countRetry,
         });
         return {
           grant,
@@ -140,7 +152,10 @@ export function tokenTarget(deps: FetcherDeps, appid: string): Target {
         }
         // Secret rotation: re-read the secret once; if it changed, try once more with the new one.
         if (err.code !== 'wechat_credentials_rejected') throw err;
-        const reloaded = (await secrets.get({ reload: true })).apps.get(appid);
+        const reloaded = await requireCredentials(secrets, appid, { reload: true }).catch((e: unknown) => {
+          if (e instanceof ServiceError && e.code === 'unknown_appid') return undefined;
+          throw e;
+        });
         if (!reloaded || reloaded.secret === app.secret) throw err;
         app = reloaded;
         await guard.forget(upstream, appid);
@@ -158,13 +173,7 @@ export function ticketTarget(
   type: TicketType,
 ): Target {
   const kind = ticketKind(type);
-  const upstream: UpstreamName = weComApp(appid)
-    ? type === 'jsapi'
-      ? 'wecom_ticket_jsapi'
-      : 'wecom_ticket_agent_config'
-    : type === 'jsapi'
-      ? 'ticket_jsapi'
-      : 'ticket_wx_card';
+  const upstream = ticketUpstream(appid, type);
   return {
     kind,
     appid,
@@ -173,9 +182,12 @@ export function ticketTarget(
       const { wechat, clock, guard } = deps;
       const token = await tokens.get(appid, ctx);
       const once = (accessToken: string, reason: FetchReason) =>
-        guard.call(upstream, { kind, appid }, reason, async (): Promise<Fetched> => {
+        guard.call(upstream, { kind, appid }, reason, async (countRetry): Promise<Fetched> => {
           const sentAtMs = clock.now();
-          const grant = await wechat.fetchTicket(appid, accessToken, type, ctx);
+          const grant = await wechat.fetchTicket(appid, accessToken, type, {
+            deadlineAtMs: ctx.deadlineAtMs,
+            beforeRetry: countRetry,
+          });
           return { grant, origin: 'ticket', sentAtMs };
         });
       // At the end of a ticket's life WeChat may still hand back the dying ticket for a moment:

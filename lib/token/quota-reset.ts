@@ -6,7 +6,7 @@
 import type { CallContext } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { SecretSource, Telemetry, WeChatApi } from '../ports.ts';
-import { requireApp } from '../secrets/credentials.ts';
+import { requireCredentials } from '../secrets/credentials.ts';
 import type { UpstreamName } from './record.ts';
 import type { UpstreamGuard } from './upstream-guard.ts';
 
@@ -31,7 +31,7 @@ export async function resetQuota(
   appid: string,
   ctx: CallContext,
 ): Promise<QuotaResetResult> {
-  const app = await requireApp(deps.secrets, appid);
+  const app = await requireCredentials(deps.secrets, appid);
   if (app.tokenApi === 'wecom') {
     throw new ServiceError(
       'invalid_request',

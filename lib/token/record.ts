@@ -53,6 +53,10 @@ export function upstreamKeys(prefix: string, upstream: UpstreamName, appid: stri
     failure: `${base}:fail:${upstream}:${appid}`,
     /** Calls on one WeChat quota day (UTC+8). */
     dailyCalls: (day: string) => `${base}:calls:${upstream}:${appid}:${day}`,
+    /** Calls made in the last minute of the day before `day`: WeChat may count them on `day`. */
+    edgeCalls: (day: string) => `${base}:calls-edge:${upstream}:${appid}:${day}`,
+    /** The last failure, whatever it was, for `status` (a day). */
+    lastError: `${base}:lasterr:${upstream}:${appid}`,
   };
 }
 

@@ -42,6 +42,7 @@ import { isCacheDown, type LockHandle, RefreshLock } from './lock.ts';
 import { MemoryCopies } from './memory-copy.ts';
 import { Outage } from './outage.ts';
 import { type QuotaResetResult, resetQuota } from './quota-reset.ts';
+import { QuotaWatch } from './quota-watch.ts';
 import {
   buildRecord,
   encodeRecord,
@@ -61,6 +62,8 @@ export interface TokenServiceSettings extends LifetimeSettings {
   missingRecordPolicy: MissingRecordPolicy;
   /** How often the schedule runs: user requests leave it this head start on each refresh. */
   scheduleIntervalSeconds: number;
+  /** The schedule's getApiQuota checks: at most one per app per this many seconds (0: none). */
+  quotaCheckIntervalSeconds: number;
 }
 
 export interface TokenServiceDeps {
@@ -101,6 +104,8 @@ export class TokenService {
   readonly #outage: Outage;
   readonly #reported: ReportedTokens;
   readonly #fetchers: FetcherDeps;
+  /** getApiQuota checks and the outside-fetcher alarm (quota-watch.ts). */
+  readonly quota: QuotaWatch;
 
   constructor(deps: TokenServiceDeps) {
     this.#deps = deps;
@@ -120,6 +125,16 @@ export class TokenService {
       buildRecord: (target, fetched) => this.#buildRecord(target, fetched, null),
     });
     this.#fetchers = { wechat: deps.wechat, secrets, clock, guard: this.#guard, settings };
+    this.quota = new QuotaWatch({
+      ...this.#fetchers,
+      store,
+      telemetry,
+      settings,
+      tokens: {
+        get: (appid, ctx) => this.getAccessToken(appid, ctx),
+        refresh: (appid, invalid, ctx) => this.refreshAccessToken(appid, invalid, ctx),
+      },
+    });
   }
 
   /** The access token of `appid`. Errors: unknown_appid, wechat_*, cache_unavailable, refresh_in_progress, secrets_*. */
@@ -148,6 +163,7 @@ export class TokenService {
     // Lost or never written: whatever is fetched now replaces the reported token, never it.
     if (!current) return this.#get(target, ctx, invalidToken);
     const now = this.#deps.clock.now();
+    if (current.value === invalidToken) this.quota.reportedInvalid(current, now);
     if (
       current.value !== invalidToken ||
       now - current.fetchedAtMs < passiveMinAgeMs(current, this.#deps.settings)
@@ -164,10 +180,7 @@ export class TokenService {
 
   /** The schedule: refresh (kind, appid) if its record is missing or inside the refresh window. */
   async refreshIfDue(appid: string, kind: TokenKind, ctx: CallContext): Promise<ScheduledOutcome> {
-    const target =
-      kind === 'access_token'
-        ? tokenTarget(this.#fetchers, appid)
-        : this.#ticketTarget(appid, ticketType(kind));
+    const target = this.#targetOf(appid, kind);
     const current = await this.#read(target);
     const now = this.#deps.clock.now();
     if (current && now < current.refreshAtMs && now < current.expiresAtMs) return 'fresh';
@@ -177,6 +190,14 @@ export class TokenService {
     const served = await this.#refreshHolding(target, ctx, current, lock, { reason: 'schedule' });
     if (served.source === 'peer') return 'fresh';
     return served.source === 'stale' ? 'served_stale' : 'refreshed';
+  }
+
+  /**
+   * The cached record of (kind, appid), or null: the schedule's order (closest to expiry first) and
+   * `status`. Never served from here. Throws `cache_unavailable`.
+   */
+  async record(appid: string, kind: TokenKind): Promise<TokenRecord | null> {
+    return this.#read(this.#targetOf(appid, kind));
   }
 
   /** Operator action: WeChat's clear_quota/v2 for `appid`, then its quota breakers close (quota-reset.ts). */
@@ -418,6 +439,12 @@ export class TokenService {
   }
 
   // ---- helpers -------------------------------------------------------------------------------
+
+  #targetOf(appid: string, kind: TokenKind): Target {
+    return kind === 'access_token'
+      ? tokenTarget(this.#fetchers, appid)
+      : this.#ticketTarget(appid, ticketType(kind));
+  }
 
   #ticketTarget(appid: string, type: TicketType): Target {
     return ticketTarget(

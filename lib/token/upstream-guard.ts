@@ -60,6 +60,30 @@ const REMEMBERED: ReadonlySet<string> = new Set([
   'wechat_ip_confirmation_required',
 ]);
 
+/** Calls this close to the end of a WeChat day may be counted by WeChat on the next one. */
+const EDGE_SECONDS = 60;
+
+/** The last failure of an upstream is shown (status) this long after it happened. */
+const LAST_ERROR_SECONDS = 86_400;
+
+/** An upstream's last failure, as `status` shows it. */
+export interface LastError {
+  code: string;
+  errcode?: number;
+  atMs?: number;
+}
+
+/** What `status` shows of one upstream of an app: never a token or a secret. */
+export interface UpstreamStatus {
+  /** The 45009 quota breaker. */
+  breaker: 'open' | 'closed';
+  /** A credential or IP failure remembered now (no call goes to WeChat meanwhile). */
+  remembered: string | null;
+  lastError: LastError | null;
+  /** Today's calls (UTC+8 day) by every instance; null when the cache could not say. */
+  todaysCalls: number | null;
+}
+
 /** A lock holder's failure is kept this long for the requests waiting on it. */
 const HOLDER_FAILURE_SECONDS = 2;
 /** WeChat's limit on stable-token force refreshes per appid per day. */
@@ -74,6 +98,11 @@ export class UpstreamGuard {
   readonly #failures = new Map<string, { error: ServiceError; untilMs: number }>();
   /** Probe markers of this instance, for when the cache cannot be asked: key → when the next probe may run. */
   readonly #probes = new Map<string, number>();
+  /**
+   * Calls this instance made whose count did not reach the cache (it could not be asked): counter key
+   * → how many. The outside-fetcher check adds them to the shared count rather than suspect a fetcher.
+   */
+  readonly #uncounted = new Map<string, number>();
 
   constructor(deps: {
     store: KeyValueStore;
@@ -96,7 +125,7 @@ export class UpstreamGuard {
     upstream: UpstreamName,
     target: { kind: TokenKind; appid: string },
     reason: FetchReason,
-    run: () => Promise<T>,
+    run: (countRetry: () => void) => Promise<T>,
   ): Promise<T> {
     const { appid, kind } = target;
     const keys = upstreamKeys(this.#settings.cacheKeyPrefix, upstream, appid);
@@ -109,14 +138,19 @@ export class UpstreamGuard {
       this.#telemetry.emit({ event: 'quota.probe', upstream: endpoint, breaker: upstream, appid });
     }
     const probing = remembered !== null;
-    const now = this.#clock.now();
-    this.#store.increment(keys.dailyCalls(quotaDay(now)), secondsToQuotaDayEnd(now) + 3600).catch(() => {});
+    // Every attempt is counted (WeChat's quota counts attempts too), before it is sent: a count read
+    // after WeChat's own is never behind it for the service's calls.
+    const count = () => this.#count(keys);
+    count();
     this.#telemetry.emit({ event: 'upstream.fetch', upstream: endpoint, kind, appid, reason });
     let result: T;
     try {
-      result = await run();
+      result = await run(count);
     } catch (err) {
       if (err instanceof ServiceError) {
+        this.#store
+          .set(keys.lastError, encodeFailure(err, this.#clock.now()), LAST_ERROR_SECONDS)
+          .catch(() => {});
         this.#telemetry.emit({
           event: 'upstream.error',
           upstream: endpoint,
@@ -162,6 +196,63 @@ export class UpstreamGuard {
       this.#telemetry.emit({ event: 'quota.breaker_closed', breaker: upstream, appid, by: 'clear_quota' });
     }
     return closed;
+  }
+
+  /**
+   * Today's (WeChat quota day, UTC+8) upstream calls of `appid`: `calls` as counted by every instance
+   * plus the ones this instance could not count in the cache; `slack`, the calls made in the last
+   * minute of the day before (WeChat's clock may count them today). Null when the cache cannot say.
+   */
+  async todaysCalls(
+    upstream: UpstreamName,
+    appid: string,
+    day = quotaDay(this.#clock.now()),
+  ): Promise<{ calls: number; slack: number } | null> {
+    const keys = upstreamKeys(this.#settings.cacheKeyPrefix, upstream, appid);
+    const key = keys.dailyCalls(day);
+    let texts: Array<string | null>;
+    try {
+      texts = await Promise.all([this.#store.get(key), this.#store.get(keys.edgeCalls(day))]);
+    } catch {
+      return null;
+    }
+    const [counted, slack] = texts.map((t) => (t !== null && /^\d+$/.test(t.trim()) ? Number(t.trim()) : 0));
+    return { calls: (counted ?? 0) + (this.#uncounted.get(key) ?? 0), slack: slack ?? 0 };
+  }
+
+  /** What `status` shows of one upstream of `appid`. Throws `cache_unavailable`. */
+  async describe(upstream: UpstreamName, appid: string): Promise<UpstreamStatus> {
+    const keys = upstreamKeys(this.#settings.cacheKeyPrefix, upstream, appid);
+    const [failure, last, calls] = await Promise.all([
+      this.#store.get(keys.failure),
+      this.#store.get(keys.lastError),
+      this.todaysCalls(upstream, appid),
+    ]);
+    const remembered = decodeFailure(failure);
+    const lastError = decodeFailure(last, true);
+    const atMs = lastError && last !== null ? (JSON.parse(last) as { atMs?: unknown }).atMs : undefined;
+    return {
+      breaker: remembered?.code === 'wechat_quota_exhausted' ? 'open' : 'closed',
+      remembered: remembered?.code ?? null,
+      lastError: lastError && {
+        code: lastError.code,
+        ...(lastError.errcode === undefined ? {} : { errcode: lastError.errcode }),
+        ...(typeof atMs === 'number' ? { atMs } : {}),
+      },
+      todaysCalls: calls?.calls ?? null,
+    };
+  }
+
+  #count(keys: ReturnType<typeof upstreamKeys>): void {
+    const now = this.#clock.now();
+    const key = keys.dailyCalls(quotaDay(now));
+    const toDayEnd = secondsToQuotaDayEnd(now);
+    this.#store.increment(key, toDayEnd + 3600).catch(() => {
+      this.#uncounted.set(key, (this.#uncounted.get(key) ?? 0) + 1);
+    });
+    if (toDayEnd <= EDGE_SECONDS) {
+      this.#store.increment(keys.edgeCalls(quotaDay(now + 86_400_000)), toDayEnd + 86_400).catch(() => {});
+    }
   }
 
   /** Forgets a remembered failure (the secret was rotated: the next call may succeed). */
@@ -296,8 +387,8 @@ export function secondsToQuotaDayEnd(nowMs: number): number {
   return Math.max(1, Math.ceil((endShifted - shifted) / 1000));
 }
 
-function encodeFailure(error: ServiceError): string {
-  return JSON.stringify({ code: error.code, message: error.message, errcode: error.errcode });
+function encodeFailure(error: ServiceError, atMs?: number): string {
+  return JSON.stringify({ code: error.code, message: error.message, errcode: error.errcode, atMs });
 }
 
 /** A stored failure; `anyCode` accepts every catalogue code (a holder's failure shared with its waiters). */

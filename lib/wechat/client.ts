@@ -1,4 +1,11 @@
-import { type ApiEndpoint, type Grant, type TicketType, type TokenSource, weComApp } from '../domain.ts';
+import {
+  type ApiEndpoint,
+  type ApiQuota,
+  type Grant,
+  type TicketType,
+  type TokenSource,
+  weComApp,
+} from '../domain.ts';
 import { ServiceError } from '../errors.ts';
 import type { CallOptions, Clock, WeChatApi } from '../ports.ts';
 import { errorForErrcode, isTransientErrcode } from './errcodes.ts';
@@ -184,11 +191,53 @@ export class WeChatClient implements WeChatApi {
     return this.#options.wecomBaseUrl ?? WECOM_BASE_URL;
   }
 
+  /**
+   * getApiQuota, `POST /cgi-bin/openapi/quota/get` `{"cgi_path":…}`: today's `quota{daily_limit, used,
+   * remain}` of one endpoint. Read-only: repeatable. Errcode 40001/42001 means the access token is dead.
+   */
+  async getApiQuota(
+    appid: string,
+    accessToken: string,
+    cgiPath: string,
+    options: CallOptions,
+  ): Promise<ApiQuota> {
+    const body = await this.#call(
+      'quota',
+      appid,
+      {
+        method: 'POST',
+        url: `${this.#options.baseUrl}/cgi-bin/openapi/quota/get?access_token=${encodeURIComponent(accessToken)}`,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ cgi_path: cgiPath }),
+      },
+      options,
+      [accessToken],
+      true,
+    );
+    const quota = body.quota as Record<string, unknown> | undefined;
+    const count = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 1e9;
+    if (
+      typeof quota !== 'object' ||
+      quota === null ||
+      ![quota.daily_limit, quota.used, quota.remain].every(count)
+    ) {
+      throw new ServiceError(
+        'wechat_bad_response',
+        `WeChat quota answered for appid ${appid} without quota{daily_limit, used, remain} as whole numbers`,
+      );
+    }
+    return {
+      dailyLimit: quota.daily_limit as number,
+      used: quota.used as number,
+      remain: quota.remain as number,
+    };
+  }
+
   async #call(
     endpoint: ApiEndpoint,
     appid: string,
     request: EndpointRequest,
-    { deadlineAtMs }: CallOptions,
+    { deadlineAtMs, beforeRetry }: CallOptions,
     secrets: string[],
     repeatable: boolean,
   ): Promise<Record<string, unknown>> {
@@ -232,6 +281,7 @@ export class WeChatClient implements WeChatApi {
         attempt,
       );
       await clock.sleep(backoffMs);
+      beforeRetry?.();
     }
   }
 

@@ -17,6 +17,7 @@ const PATHS: Record<ApiEndpoint, string> = {
   wecom_gettoken: '/cgi-bin/gettoken',
   wecom_jsapi_ticket: '/cgi-bin/get_jsapi_ticket',
   wecom_agent_config_ticket: '/cgi-bin/ticket/get',
+  quota: '/cgi-bin/openapi/quota/get',
 };
 
 const WECOM_ENDPOINTS: ReadonlySet<ApiEndpoint> = new Set([
@@ -24,6 +25,9 @@ const WECOM_ENDPOINTS: ReadonlySet<ApiEndpoint> = new Set([
   'wecom_jsapi_ticket',
   'wecom_agent_config_ticket',
 ]);
+
+/** Endpoints that take an access token: their 40001 means the token is dead, not the AppSecret wrong. */
+const TAKES_ACCESS_TOKEN: ReadonlySet<ApiEndpoint> = new Set(['ticket', 'quota']);
 
 /** Whether an errcode is worth another attempt within this invocation (WeChat busy). */
 export function isTransientErrcode(errcode: number): boolean {
@@ -46,7 +50,7 @@ export function errorForErrcode(
     new ServiceError(code, `${said} for appid ${appid}: ${advice}`, { errcode });
   if (WECOM_ENDPOINTS.has(endpoint)) return weComError(endpoint, errcode, errmsg, make);
 
-  if (endpoint !== 'ticket' && CREDENTIALS.has(errcode)) {
+  if (!TAKES_ACCESS_TOKEN.has(endpoint) && CREDENTIALS.has(errcode)) {
     const advice =
       errcode === 40013
         ? 'the appid is not a valid WeChat appid; check the apps list in the credentials secret'
@@ -89,6 +93,12 @@ export function errorForErrcode(
   if (errcode === 45011)
     return make('wechat_rate_limited', 'per-minute frequency limit reached; retry after a minute');
   if (errcode === -1) return make('wechat_unavailable', 'WeChat is busy; retry shortly');
+  if (errcode === 76021 || errcode === 76022) {
+    return make(
+      'wechat_rejected',
+      'getApiQuota cannot report this endpoint (cgi_path); this is a bug in the service',
+    );
+  }
   if (REQUEST_BUGS.has(errcode))
     return make('wechat_rejected', 'the request was malformed; this is a bug in the service');
   return make('wechat_rejected', 'not retried; see WeChat global error codes');

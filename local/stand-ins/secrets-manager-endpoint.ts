@@ -40,6 +40,13 @@ export interface LocalSecretsManager {
    * so SDK retries show up as extra calls.
    */
   calls: { getSecretValue: number };
+  /**
+   * GetSecretValue requests per secret, by the id the caller sent (a name or an ARN), unknown ids
+   * included; requests failed on purpose by {@link LocalSecretsManager.failNext} are not attributed.
+   */
+  readsOf(id: string): number;
+  /** Every secret id GetSecretValue was asked for, with its count. */
+  reads(): ReadonlyMap<string, number>;
   /** Sets every counter in {@link LocalSecretsManager.calls} back to 0. */
   resetCounters(): void;
   /**
@@ -83,6 +90,7 @@ export async function startLocalSecretsManager(
   const secrets = new Map<string, SecretVersion>();
   const sockets = new Set<Socket>();
   const calls = { getSecretValue: 0 };
+  const bySecret = new Map<string, number>();
   let pendingFailures = 0;
   let failureKind: LocalSecretsManagerFailure = 'internal';
 
@@ -157,6 +165,7 @@ export async function startLocalSecretsManager(
       invalidRequest(res, 'SecretId is required.');
       return;
     }
+    bySecret.set(secretId, (bySecret.get(secretId) ?? 0) + 1);
     const secret = findSecret(secretId);
     if (!secret) {
       send(res, 400, {
@@ -211,8 +220,11 @@ export async function startLocalSecretsManager(
       if (secret) secrets.delete(secret.name);
     },
     calls,
+    readsOf: (id) => bySecret.get(id) ?? 0,
+    reads: () => bySecret,
     resetCounters: () => {
       calls.getSecretValue = 0;
+      bySecret.clear();
     },
     failNext: (n, kind = 'internal') => {
       pendingFailures = Math.max(0, Math.floor(n));

@@ -3,7 +3,8 @@
  *
  * It implements the classic token (`GET /cgi-bin/token`), the stable token (`POST /cgi-bin/stable_token`),
  * JS-SDK / card tickets (`GET /cgi-bin/ticket/getticket`), the quota reset (`POST /cgi-bin/clear_quota/v2`)
- * and one business endpoint that checks a token (`GET /cgi-bin/get_api_domain_ip`), with WeChat's
+ * getApiQuota with the real counts (`POST /cgi-bin/openapi/quota/get`, wechat-quota-api.ts) and one
+ * business endpoint that checks a token (`GET /cgi-bin/get_api_domain_ip`), with WeChat's
  * rotation, overlap, quota and error semantics:
  *
  * - errors are HTTP 200 with `{"errcode":N,"errmsg":"... rid: ..."}`; token successes carry no `errcode`;
@@ -27,6 +28,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { readBody } from '../read-body.ts';
+import { type QuotaApiHost, quotaGet } from './wechat-quota-api.ts';
 
 /** An app (appid + AppSecret) the simulator knows. */
 export interface SimulatorApp {
@@ -82,6 +84,8 @@ export interface SimulatorCallCounters {
   business: number;
   /** Requests to `/cgi-bin/clear_quota/v2` (successful or not). */
   clearQuota: number;
+  /** Requests to getApiQuota, `/cgi-bin/openapi/quota/get`. */
+  quota: number;
   /** Token fetches by an outside party, see {@link WeChatSimulator.rotateExternally} (not HTTP, not in `total`). */
   external: number;
   /** Every HTTP request received, including unknown paths. */
@@ -131,7 +135,14 @@ export interface IssuedTicket {
 }
 
 /** Endpoint a fault applies to; `any` matches all four WeChat endpoints (never unknown paths). */
-export type FaultEndpoint = 'token' | 'stable_token' | 'ticket' | 'business' | 'clear_quota' | 'any';
+export type FaultEndpoint =
+  | 'token'
+  | 'stable_token'
+  | 'ticket'
+  | 'business'
+  | 'clear_quota'
+  | 'quota'
+  | 'any';
 
 /**
  * A queued fault. Faults are consumed in FIFO order by the first matching requests. Precedence when
@@ -261,6 +272,7 @@ const PATHS: Readonly<Record<string, Endpoint>> = {
   '/cgi-bin/ticket/getticket': 'ticket',
   '/cgi-bin/get_api_domain_ip': 'business',
   '/cgi-bin/clear_quota/v2': 'clear_quota',
+  '/cgi-bin/openapi/quota/get': 'quota',
 };
 
 interface TokenRecord {
@@ -326,6 +338,7 @@ function zeroCounters(): SimulatorCallCounters {
     ticket: 0,
     business: 0,
     clearQuota: 0,
+    quota: 0,
     external: 0,
     total: 0,
   };
@@ -655,6 +668,9 @@ class Simulator implements WeChatSimulator {
       case 'clear_quota':
         this.send(res, this.clearQuota(method, url.searchParams, stableBody));
         return;
+      case 'quota':
+        this.send(res, quotaGet(this.quotaHost, method, url.searchParams, rawBody));
+        return;
     }
   }
 
@@ -690,6 +706,7 @@ class Simulator implements WeChatSimulator {
       case 'clear_quota':
         return nonEmptyString(params.get('appid')) ?? nonEmptyString(stableBody?.appid);
       case 'ticket':
+      case 'quota':
       case 'business': {
         const token = params.get('access_token');
         return token ? this.tokens.get(token)?.appid : undefined;
@@ -726,6 +743,9 @@ class Simulator implements WeChatSimulator {
           break;
         case 'clear_quota':
           c.clearQuota++;
+          break;
+        case 'quota':
+          c.quota++;
           break;
       }
     }
@@ -972,6 +992,26 @@ class Simulator implements WeChatSimulator {
     if (!this.useReset(app)) return this.error(48006);
     return this.json(200, { errcode: 0, errmsg: 'ok' });
   }
+
+  /** What getApiQuota (wechat-quota-api.ts) needs: the token check, the day's usage, replies. */
+  private readonly quotaHost: QuotaApiHost<Reply> = {
+    checkAccessToken: (params) => {
+      const checked = this.checkAccessToken(params);
+      return 'token' in checked ? { appid: checked.appid } : checked;
+    },
+    usage: (appid, cgiPath) => {
+      const app = this.apps.get(appid);
+      if (!app) return null;
+      const quota = this.quotaOf(app);
+      if (cgiPath === '/cgi-bin/token') return { used: quota.classic, limit: this.classicDailyQuota };
+      if (cgiPath === '/cgi-bin/stable_token') return { used: quota.stable, limit: this.stableDailyQuota };
+      if (cgiPath === '/cgi-bin/ticket/getticket')
+        return { used: quota.ticket, limit: this.ticketDailyQuota };
+      return null;
+    },
+    error: (errcode, errmsg) => this.error(errcode, errmsg),
+    ok: (body) => this.json(200, body),
+  };
 
   private business(method: string, params: URLSearchParams): Reply {
     if (method !== 'GET') return this.error(43001);

@@ -11,12 +11,21 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inflateRawSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { logInvocation } from '../../handler/invocation-log.ts';
+import { scheduleMetrics } from '../../handler/schedule.ts';
+import { ServiceError } from '../../lib/errors.ts';
+import { type CoreEvent, EVENT_LEVEL } from '../../lib/telemetry/events.ts';
+import { EventLog } from '../../lib/telemetry/log.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const ZIP_NAME = 'wechat-token-service.zip';
 const KMS_KEY_ARN = 'arn:aws:kms:ap-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
 const SECRET_ARN = 'arn:aws:secretsmanager:ap-east-1:210987654321:secret:wechat/credentials-AbCdEf';
 const TOPIC_ARN = 'arn:aws:sns:ap-east-1:123456789012:oncall';
+const PREFIX_SECRETS_RESOURCE = {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: CloudFormation Fn::Sub placeholders, not JavaScript's
+  'Fn::Sub': 'arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:wechat/apps/*',
+};
 const DEFAULT_SECRET_RESOURCE = {
   'Fn::Sub':
     // biome-ignore lint/suspicious/noTemplateCurlyInString: CloudFormation Fn::Sub placeholders, not JavaScript's
@@ -178,7 +187,7 @@ let dev: Package;
 let withKey: Package;
 let prodWithoutParams: ReturnType<typeof osls>;
 /** One package per cache kind (see serverless.yml's cacheKind and memcachedServers=create). */
-const kinds: Record<'nodeTls' | 'serverless' | 'create', Package> = {} as never;
+const kinds: Record<'nodeTls' | 'serverless' | 'create' | 'prefix', Package> = {} as never;
 let unknownKind: ReturnType<typeof osls>;
 const SERVERLESS_ENDPOINT = 'wts-abc123.serverless.ape1.cache.amazonaws.com:11211';
 const altDir = mkdtempSync(join(tmpdir(), 'wts-package-'));
@@ -202,6 +211,7 @@ beforeAll(() => {
   withKey = readPackage(join(altDir, 'kms'));
   const kindRuns: Array<[keyof typeof kinds, string[]]> = [
     ['nodeTls', ['--param=cacheKind=node-tls']],
+    ['prefix', ['--param=secretPrefix=wechat/apps/']],
     ['serverless', ['--param=cacheKind=serverless', `--param=memcachedServers=${SERVERLESS_ENDPOINT}`]],
     [
       'create',
@@ -422,6 +432,9 @@ describe('npm run package (stage dev, default params)', () => {
       [
         'ConfigurationInvalidAlarm',
         'FunctionErrorsAlarm',
+        'OutsideFetcherAlarm',
+        'QuotaWarningAlarm',
+        'ScheduleSkippedAlarm',
         'ServerErrorsAlarm',
         'StaleTokenServedAlarm',
         'UpstreamErrorsAlarm',
@@ -487,6 +500,216 @@ describe('npm run package (stage dev, default params)', () => {
       expect(alarm.AlarmActions).toBeUndefined();
       expect(alarm.OKActions).toBeUndefined();
     }
+  });
+});
+
+/**
+ * Every metric the code emits, with its dimension names: one event of each kind of the closed
+ * vocabulary through the real EventLog, and the invocation lines (served, 5xx, 4xx, a schedule run).
+ */
+function emittedMetrics(): Map<string, Set<string>> {
+  const lines: string[] = [];
+  const log = new EventLog({ level: 'DEBUG', write: (line) => lines.push(line), now: () => 0 });
+  const appid = 'wx0123456789abcdef';
+  const samples: CoreEvent[] = [
+    { event: 'upstream.fetch', upstream: 'token', kind: 'access_token', appid, reason: 'schedule' },
+    { event: 'upstream.error', upstream: 'token', kind: 'access_token', appid, code: 'x', errcode: 40164 },
+    { event: 'upstream.retry', upstream: 'token', reason: '-1', attempt: 1 },
+    { event: 'lock.wait', kind: 'access_token', appid, waitedMs: 5, outcome: 'peer' },
+    { event: 'token.stale_served', kind: 'access_token', appid, code: 'wechat_unavailable' },
+    { event: 'record.invalid', kind: 'access_token', appid },
+    { event: 'record.unshared', kind: 'access_token', appid },
+    { event: 'record.written_back', kind: 'access_token', appid },
+    { event: 'cache.outage', kind: 'access_token', appid, detail: 'x' },
+    { event: 'cache.diagnostic', detail: 'x' },
+    { event: 'quota.probe', upstream: 'token', breaker: 'token', appid },
+    { event: 'quota.breaker_closed', breaker: 'token', appid, by: 'probe' },
+    { event: 'quota.cleared', appid },
+    { event: 'quota.checked', appid, upstream: 'token', used: 1, limit: 2000, remain: 1999, serviceCount: 1 },
+    { event: 'quota.warning', appid, upstream: 'ticket', used: 1600, limit: 2000, detail: 'x' },
+    {
+      event: 'quota.outside_fetcher',
+      appid,
+      evidence: 'quota_count',
+      wechatCount: 4,
+      serviceCount: 1,
+      detail: 'x',
+    },
+    { event: 'config.warning', variable: 'X', value: 1, detail: 'x' },
+    { event: 'secrets.stale_served', code: 'secrets_unavailable', ageSeconds: 1, graceLeftSeconds: 1 },
+  ];
+  // A new event must get a sample here, so its metrics are checked against the dashboard too.
+  expect(new Set(samples.map((e) => e.event))).toEqual(new Set(Object.keys(EVENT_LEVEL)));
+  for (const event of samples) log.emit(event);
+  const served = {
+    kind: 'access_token' as const,
+    appid,
+    value: 'v',
+    source: 'cache' as const,
+    expiresIn: 1,
+    expiresAt: 1,
+    generation: 1,
+    fetchedAtMs: 0,
+  };
+  logInvocation(log, 'invoke', 0, { served });
+  logInvocation(log, 'http_v2', 0, { error: new ServiceError('wechat_unavailable', 'x') });
+  logInvocation(log, 'http_v2', 0, { error: new ServiceError('invalid_request', 'x') });
+  logInvocation(log, 'schedule', 0, {
+    metrics: scheduleMetrics({ duration_ms: 1, refreshed: [], failed: [], skipped: 0 }),
+  });
+  const metrics = new Map<string, Set<string>>();
+  for (const line of lines) {
+    const aws = (
+      JSON.parse(line) as {
+        _aws?: {
+          CloudWatchMetrics: Array<{
+            Namespace: string;
+            Dimensions: string[][];
+            Metrics: Array<{ Name: string }>;
+          }>;
+        };
+      }
+    )._aws;
+    for (const directive of aws?.CloudWatchMetrics ?? []) {
+      expect(directive.Namespace).toBe('WeChatTokenService');
+      for (const metric of directive.Metrics) {
+        const dims = metrics.get(metric.Name) ?? new Set<string>();
+        for (const set of directive.Dimensions) dims.add([...set].sort().join(','));
+        metrics.set(metric.Name, dims);
+      }
+    }
+  }
+  return metrics;
+}
+
+/** The metrics a dashboard body names: `[namespace, name, dim, value, …, {options}?]` and SEARCH expressions. */
+function dashboardMetrics(body: string): Array<{ name: string; dimensions: string }> {
+  const parsed = JSON.parse(body) as { widgets: Array<{ properties: { metrics: unknown[][] } }> };
+  const found: Array<{ name: string; dimensions: string }> = [];
+  for (const widget of parsed.widgets) {
+    for (const row of widget.properties.metrics) {
+      const first = row[0] as unknown;
+      if (typeof first === 'object' && first !== null && 'expression' in first) {
+        const expression = (first as { expression: string }).expression;
+        const match = /SEARCH\('\{WeChatTokenService,([a-z,]+)\} MetricName="(\w+)"'/.exec(expression);
+        expect(match, expression).not.toBeNull();
+        found.push({ name: match![2]!, dimensions: match![1]!.split(',').sort().join(',') });
+        continue;
+      }
+      expect(first).toBe('WeChatTokenService');
+      const pairs = row.slice(2).filter((v) => typeof v === 'string') as string[];
+      const names = pairs.filter((_, i) => i % 2 === 0);
+      found.push({ name: row[1] as string, dimensions: names.sort().join(',') });
+    }
+  }
+  return found;
+}
+
+describe('the dashboard and the alarms of many apps (stage dev)', () => {
+  it('has a dashboard of fetches and hits per kind, errors by code, quota remaining, outside fetchers and the schedule’s duration, reading only metrics the code emits with their dimensions', () => {
+    const dashboard = only(dev.template, 'AWS::CloudWatch::Dashboard').Properties;
+    expect(dashboard.DashboardName).toBe('wechat-token-service-dev');
+    const body = (dashboard.DashboardBody as { 'Fn::Sub': string })['Fn::Sub'].replaceAll(
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: CloudFormation Fn::Sub placeholder, not JavaScript's
+      '${AWS::Region}',
+      'ap-east-1',
+    );
+    const read = dashboardMetrics(body);
+    const emitted = emittedMetrics();
+    for (const { name, dimensions } of read) {
+      expect(emitted.has(name), `${name} is emitted by the code`).toBe(true);
+      expect([...(emitted.get(name) ?? [])], `${name} with dimensions ${dimensions}`).toContain(dimensions);
+    }
+    const names = new Set(read.map((m) => m.name));
+    for (const name of [
+      'Served',
+      'UpstreamFetches',
+      'UpstreamErrors',
+      'ServerErrors',
+      'QuotaRemaining',
+      'OutsideFetcherSuspected',
+      'QuotaWarnings',
+      'ScheduleDuration',
+      'ScheduleSkipped',
+    ]) {
+      expect(names.has(name), name).toBe(true);
+    }
+    console.log(
+      `dashboard: ${JSON.parse(body).widgets.length} widgets, ${read.length} metric rows, all emitted by the code`,
+    );
+  });
+
+  it('alarms a person on a suspected outside fetcher, an app at 80 % of a quota and a schedule that falls behind, on emitted metrics', () => {
+    const alarms = Object.fromEntries(
+      ofType(dev.template, 'AWS::CloudWatch::Alarm').map(([id, r]) => [id, r.Properties]),
+    );
+    const emitted = emittedMetrics();
+    expect(alarms.OutsideFetcherAlarm).toMatchObject({
+      Namespace: 'WeChatTokenService',
+      MetricName: 'OutsideFetcherSuspected',
+      Dimensions: [{ Name: 'service', Value: 'wechat-token-service' }],
+      Statistic: 'Sum',
+      Threshold: 0,
+      ComparisonOperator: 'GreaterThanThreshold',
+      TreatMissingData: 'notBreaching',
+    });
+    expect(alarms.OutsideFetcherAlarm!.AlarmDescription).toContain('token_api "stable"');
+    expect(alarms.ScheduleSkippedAlarm).toMatchObject({
+      MetricName: 'ScheduleSkipped',
+      EvaluationPeriods: 3,
+      DatapointsToAlarm: 3,
+    });
+    expect(alarms.QuotaWarningAlarm).toMatchObject({
+      Metrics: [
+        {
+          Id: 'quotaWarnings',
+          Expression:
+            'SELECT SUM(QuotaWarnings) FROM SCHEMA("WeChatTokenService", service, upstream) ' +
+            "WHERE service = 'wechat-token-service'",
+        },
+      ],
+    });
+    // Every alarm on the service's namespace reads a metric the code emits, with its dimensions
+    // (ConfigurationInvalid comes from the Logs metric filter).
+    for (const [id, alarm] of Object.entries(alarms)) {
+      if (alarm.Namespace === 'AWS/Lambda' || alarm.MetricName === 'ConfigurationInvalid') continue;
+      if (alarm.MetricName !== undefined) {
+        const dims = (alarm.Dimensions as Array<{ Name: string }>)
+          .map((d) => d.Name)
+          .sort()
+          .join(',');
+        expect([...(emitted.get(alarm.MetricName as string) ?? [])], id).toContain(dims);
+      } else {
+        const expression = (alarm.Metrics as Array<{ Expression: string }>)[0]!.Expression;
+        const match = /SELECT SUM\((\w+)\) FROM SCHEMA\("WeChatTokenService", ([a-z, ]+)\)/.exec(expression);
+        expect(match, id).not.toBeNull();
+        const dims = match![2]!
+          .split(',')
+          .map((d) => d.trim())
+          .sort()
+          .join(',');
+        expect([...(emitted.get(match![1]!) ?? [])], id).toContain(dims);
+      }
+    }
+  });
+
+  it('with secretPrefix: sets WECHAT_SECRET_PREFIX and grants GetSecretValue on names under the prefix only', () => {
+    const fn = only(kinds.prefix.template, 'AWS::Lambda::Function').Properties;
+    expect((fn.Environment as { Variables: Json }).Variables.WECHAT_SECRET_PREFIX).toBe('wechat/apps/');
+    const secrets = roleStatements(kinds.prefix.template).filter((s) =>
+      actions(s).some((a) => a.startsWith('secretsmanager:')),
+    );
+    expect(secrets).toEqual([
+      { Effect: 'Allow', Action: 'secretsmanager:GetSecretValue', Resource: DEFAULT_SECRET_RESOURCE },
+      {
+        Effect: 'Allow',
+        Action: 'secretsmanager:GetSecretValue',
+        Resource: PREFIX_SECRETS_RESOURCE,
+      },
+    ]);
+    // Without it (the default), no such variable and no such grant.
+    const devFn = only(dev.template, 'AWS::Lambda::Function').Properties;
+    expect((devFn.Environment as { Variables: Json }).Variables.WECHAT_SECRET_PREFIX).toBeUndefined();
   });
 });
 

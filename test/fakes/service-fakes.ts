@@ -3,7 +3,7 @@
  * answers the test settles explicitly, a store that can fail on demand, and telemetry as data.
  * No timers: "waiting" is advancing the fake clock; interleaving is done with deferred promises.
  */
-import type { AppConfig, Credentials, Grant, TicketType, TokenApi } from '../../lib/domain.ts';
+import type { ApiQuota, AppConfig, Credentials, Grant, TicketType, TokenApi } from '../../lib/domain.ts';
 import { ServiceError } from '../../lib/errors.ts';
 import type { Clock, KeyValueStore, SecretSource, Telemetry, WeChatApi } from '../../lib/ports.ts';
 import type { CoreEvent } from '../../lib/telemetry/events.ts';
@@ -130,6 +130,8 @@ export interface TokenCall {
   deadlineAtMs: number;
   /** Settles this call (when the responder held it). */
   answer: Deferred<Grant>;
+  /** Attempts repeated inside the call (WeChat busy), which the responder may set: each calls beforeRetry. */
+  retries?: number;
 }
 
 export interface TicketCall {
@@ -162,7 +164,7 @@ export class FakeWeChat implements WeChatApi {
   async fetchAccessToken(
     app: { appid: string; secret: string },
     api: TokenApi,
-    options: { deadlineAtMs: number; forceRefresh?: boolean },
+    options: { deadlineAtMs: number; forceRefresh?: boolean; beforeRetry?: () => void },
   ): Promise<Grant> {
     const call: TokenCall = {
       app: { appid: app.appid, secret: app.secret },
@@ -174,6 +176,7 @@ export class FakeWeChat implements WeChatApi {
     this.tokenCalls.push(call);
     this.sequence.push('token');
     settle(call.answer, this.tokenResponder(call, this.tokenCalls.length));
+    for (let i = 0; i < (call.retries ?? 0); i++) options.beforeRetry?.();
     return call.answer.promise;
   }
 
@@ -205,6 +208,33 @@ export class FakeWeChat implements WeChatApi {
     this.sequence.push('clear_quota');
     const failure = this.clearQuotaResponder(app);
     if (failure) throw failure;
+  }
+
+  /** getApiQuota calls in order; `outsideCalls` adds calls of a fetcher outside the service to `used`. */
+  readonly quotaCalls: { appid: string; accessToken: string; cgiPath: string }[] = [];
+  readonly outsideCalls = new Map<string, number>();
+  /**
+   * Default: WeChat's count of the calls it saw — classic token calls (or getticket calls) of the app
+   * made through this fake, plus `outsideCalls` for /cgi-bin/token — against a limit of 2000.
+   */
+  quotaResponder: (call: { appid: string; accessToken: string; cgiPath: string }) => ApiQuota | ServiceError =
+    (call) => {
+      const used =
+        call.cgiPath === '/cgi-bin/token'
+          ? this.tokenCalls.filter((c) => c.app.appid === call.appid && c.api === 'classic').length +
+            (this.outsideCalls.get(call.appid) ?? 0)
+          : this.ticketCalls.filter((c) => c.appid === call.appid).length;
+      const dailyLimit = call.cgiPath === '/cgi-bin/token' ? 2000 : 100_000;
+      return { dailyLimit, used, remain: dailyLimit - used };
+    };
+
+  async getApiQuota(appid: string, accessToken: string, cgiPath: string): Promise<ApiQuota> {
+    const call = { appid, accessToken, cgiPath };
+    this.quotaCalls.push(call);
+    this.sequence.push(`quota:${cgiPath}`);
+    const answer = this.quotaResponder(call);
+    if (answer instanceof ServiceError) throw answer;
+    return answer;
   }
 
   /** From now on, token calls stay pending until the test settles them. */

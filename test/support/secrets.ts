@@ -36,6 +36,17 @@ export const FLEET_APPS = Array.from({ length: 20 }, (_, i) => ({
   secret: `test-appsecret-fleet-${String(i).padStart(2, '0')}-9c8d7e`,
 }));
 
+/**
+ * Three hundred apps for the many-apps tests: every third uses the stable endpoint, every fifth a
+ * jsapi ticket. Their AppSecrets are distinct and known to the log check.
+ */
+export const MANY_APPS = Array.from({ length: 300 }, (_, i) => ({
+  appid: `wx${(0x3a900000 + i).toString(16).padStart(16, '0')}`,
+  secret: `test-appsecret-many-${String(i).padStart(3, '0')}-7f6e5d`,
+  tokenApi: i % 3 === 2 ? ('stable' as const) : ('classic' as const),
+  tickets: i % 5 === 4 ? (['jsapi'] as const) : ([] as const),
+}));
+
 const SECRETS = [
   TEST_SECRET,
   TEST_SECRET_2,
@@ -48,6 +59,7 @@ const SECRETS = [
   WECOM_SECRET_B1,
   CLIENT_KEY_WECOM,
   ...FLEET_APPS.map((a) => a.secret),
+  ...MANY_APPS.map((a) => a.secret),
 ];
 /**
  * Simulator access tokens (86_C…, 86_S…) and tickets (T…), the WeCom simulator's tokens (WC_…) and

@@ -160,6 +160,10 @@ describe('loadConfig validation', () => {
     ['SECRET_REREAD_SECONDS', '-1'],
     ['SECRET_GRACE_SECONDS', 'forever'],
     ['QUOTA_BREAKER_PROBE_SECONDS', '0'],
+    ['SCHEDULE_CONCURRENCY', '0'],
+    ['SCHEDULE_CONCURRENCY', '257'],
+    ['QUOTA_CHECK_INTERVAL_SECONDS', 'hourly'],
+    ['QUOTA_CHECK_INTERVAL_SECONDS', '86401'],
     ['CACHE_OUTAGE_POLICY', 'retry'],
     ['LOG_LEVEL', 'VERBOSE'],
     ['WECHAT_APPID', 'wx123'],
@@ -481,6 +485,48 @@ describe('credentials source', () => {
     expect(err.message).toContain('WECHAT_SECRET_ID');
     expect(err.message).toContain('WECHAT_APPID');
     expect(err.message).toContain('WECHAT_APPSECRET');
+    expect(err.message.includes(TEST_SECRET)).toBe(false);
+  });
+});
+
+describe('many apps: SCHEDULE_CONCURRENCY, QUOTA_CHECK_INTERVAL_SECONDS and WECHAT_SECRET_PREFIX', () => {
+  it('refreshes 16 apps at once and checks quotas hourly by default, with no per-app secrets', () => {
+    const config = loadConfig(DEPLOYED);
+    expect(config.scheduleConcurrency).toBe(16);
+    expect(config.quotaCheckIntervalSeconds).toBe(3600);
+    expect(config.credentials).toEqual({ kind: 'secrets_manager', secretId: DEPLOYED.WECHAT_SECRET_ID });
+  });
+
+  it('reads the concurrency, the quota interval (0 turns the schedule’s checks off) and the prefix', () => {
+    const config = loadConfig({
+      ...DEPLOYED,
+      SCHEDULE_CONCURRENCY: '64',
+      QUOTA_CHECK_INTERVAL_SECONDS: '0',
+      WECHAT_SECRET_PREFIX: ' wechat/apps/ ',
+    });
+    expect(config.scheduleConcurrency).toBe(64);
+    expect(config.quotaCheckIntervalSeconds).toBe(0);
+    expect(config.credentials).toEqual({
+      kind: 'secrets_manager',
+      secretId: DEPLOYED.WECHAT_SECRET_ID,
+      secretPrefix: 'wechat/apps/',
+    });
+  });
+
+  it.each([['wechat apps/'], ['wechat/apps/*'], ['x'.repeat(495)]])(
+    'rejects the prefix %j, saying what secret names allow',
+    (prefix) => {
+      const err = configError({ ...DEPLOYED, WECHAT_SECRET_PREFIX: prefix });
+      expect(err.code).toBe('config_invalid');
+      expect(err.message).toMatch(/^WECHAT_SECRET_PREFIX must be the start of Secrets Manager secret names/);
+    },
+  );
+
+  it('rejects a prefix without WECHAT_SECRET_ID (a local run has its one secret in the environment)', () => {
+    const err = configError({ ...LOCAL, WECHAT_SECRET_PREFIX: 'wechat/apps/' });
+    expect(err.message).toMatch(
+      /^WECHAT_SECRET_PREFIX is set, but per-app secrets are read only with WECHAT_SECRET_ID/,
+    );
     expect(err.message.includes(TEST_SECRET)).toBe(false);
   });
 });

@@ -780,6 +780,7 @@ describe('counters', () => {
       ticket: 1,
       business: 2,
       clearQuota: 0,
+      quota: 0,
       external: 0,
       total: 7,
     });
@@ -791,6 +792,7 @@ describe('counters', () => {
       ticket: 1,
       business: 1,
       clearQuota: 0,
+      quota: 0,
       external: 0,
       total: 4,
     });

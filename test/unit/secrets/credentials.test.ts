@@ -49,7 +49,7 @@ const SECRET_NAMES = new Map([
 
 /** An app with its AppSecret replaced by the constant's name, so a failing assertion prints no secret. */
 function shown(app: AppConfig | undefined) {
-  return app && { ...app, secret: SECRET_NAMES.get(app.secret) ?? 'an unexpected secret' };
+  return app && { ...app, secret: SECRET_NAMES.get(app.secret ?? '') ?? 'an unexpected secret' };
 }
 
 function parseError(text: string): ServiceError {

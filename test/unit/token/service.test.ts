@@ -58,6 +58,7 @@ const DEFAULTS: TokenServiceSettings = {
   refreshWindowSeconds: 900,
   passiveRefreshMinAgeSeconds: 300,
   passiveRefreshDailyBudget: 100,
+  quotaCheckIntervalSeconds: 3600,
   lockLeaseSeconds: 10,
   // No head start for requests in most tests: they refresh at refreshAtMs like the schedule.
   scheduleIntervalSeconds: 0,

@@ -36,6 +36,7 @@ const SETTINGS: TokenServiceSettings = {
   passiveRefreshDailyBudget: 100,
   lockLeaseSeconds: 10,
   scheduleIntervalSeconds: 300,
+  quotaCheckIntervalSeconds: 3600,
 };
 
 const APP: AppConfig = {

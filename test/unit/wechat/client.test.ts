@@ -576,3 +576,78 @@ describe('WeChatClient with malformed answers', () => {
     });
   });
 });
+
+describe('WeChatClient.getApiQuota against the simulator', () => {
+  it('answers today’s daily_limit, used and remain of /cgi-bin/token, as WeChat counted them', async () => {
+    const s = await startSim();
+    const wechat = client(s.baseUrl);
+    const { value } = await wechat.fetchAccessToken(CLASSIC_APP, 'classic', deadline());
+    s.rotateExternally(TEST_APPID);
+    const quota = await wechat.getApiQuota(TEST_APPID, value, '/cgi-bin/token', deadline());
+    expect(quota).toEqual({ dailyLimit: 2000, used: 2, remain: 1998 });
+    expect(s.calls.quota).toBe(1);
+  });
+
+  it('answers the ticket endpoint’s quota, and wechat_rejected for a path WeChat does not report (76021)', async () => {
+    const s = await startSim();
+    const wechat = client(s.baseUrl);
+    const { value } = await wechat.fetchAccessToken(CLASSIC_APP, 'classic', deadline());
+    await wechat.fetchTicket(TEST_APPID, value, 'jsapi', deadline());
+    expect(await wechat.getApiQuota(TEST_APPID, value, '/cgi-bin/ticket/getticket', deadline())).toEqual({
+      dailyLimit: 100_000,
+      used: 1,
+      remain: 99_999,
+    });
+    const err = await failure(wechat.getApiQuota(TEST_APPID, value, '/cgi-bin/no-such-api', deadline()));
+    expect(err).toMatchObject({ code: 'wechat_rejected', errcode: 76021 });
+  });
+
+  it('reports a killed token as errcode 40001 (the token is dead, not the AppSecret wrong), scrubbed from the message', async () => {
+    const s = await startSim();
+    const wechat = client(s.baseUrl);
+    const { value } = await wechat.fetchAccessToken(CLASSIC_APP, 'classic', deadline());
+    s.rotateExternally(TEST_APPID);
+    s.rotateExternally(TEST_APPID);
+    const err = await failure(wechat.getApiQuota(TEST_APPID, value, '/cgi-bin/token', deadline()));
+    expect(err).toMatchObject({ code: 'wechat_rejected', errcode: 40001 });
+    expect(leaks(err, value)).toBe(false);
+  });
+
+  it('retries a busy answer, telling the caller before each repeated attempt', async () => {
+    const s = await startSim();
+    const wechat = client(s.baseUrl);
+    const { value } = await wechat.fetchAccessToken(CLASSIC_APP, 'classic', deadline());
+    s.inject({ endpoint: 'quota', errcode: -1, times: 2 });
+    let repeated = 0;
+    const quota = await wechat.getApiQuota(TEST_APPID, value, '/cgi-bin/token', {
+      ...deadline(),
+      beforeRetry: () => repeated++,
+    });
+    expect(quota.used).toBe(1);
+    expect(repeated).toBe(2);
+    expect(s.calls.quota).toBe(3);
+  });
+
+  it('rejects an answer without whole-number quota figures as wechat_bad_response', async () => {
+    const transport: HttpTransport = {
+      send: async (): Promise<HttpOutcome> => ({
+        kind: 'response',
+        status: 200,
+        text: JSON.stringify({
+          errcode: 0,
+          errmsg: 'ok',
+          quota: { daily_limit: 2000, used: '3', remain: 1997 },
+        }),
+      }),
+    };
+    const err = await failure(
+      client('http://wechat.invalid', { transport }).getApiQuota(
+        TEST_APPID,
+        'token',
+        '/cgi-bin/token',
+        deadline(),
+      ),
+    );
+    expect(err.code).toBe('wechat_bad_response');
+  });
+});

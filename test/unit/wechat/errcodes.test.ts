@@ -8,6 +8,7 @@ const ENDPOINT_PATHS: Record<Endpoint, string> = {
   stable_token: '/cgi-bin/stable_token',
   ticket: '/cgi-bin/ticket/getticket',
   clear_quota: '/cgi-bin/clear_quota/v2',
+  quota: '/cgi-bin/openapi/quota/get',
 };
 
 describe('errorForErrcode', () => {
