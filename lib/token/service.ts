@@ -23,7 +23,6 @@
  * (fetchers.ts, lifetime.ts) — and the cache outage (outage.ts).
  */
 
-import type { CacheOutagePolicy, MissingRecordPolicy } from '../config.ts';
 import {
   type CallContext,
   type FetchReason,
@@ -34,10 +33,9 @@ import {
   ticketType,
 } from '../domain.ts';
 import { ServiceError } from '../errors.ts';
-import type { Clock, KeyValueStore, SecretSource, Telemetry, WeChatApi } from '../ports.ts';
 import { requireApp } from '../secrets/credentials.ts';
 import { type FetchContext, type FetcherDeps, type Target, ticketTarget, tokenTarget } from './fetchers.ts';
-import { type LifetimeSettings, passiveMinAgeMs, userRefreshAtMs } from './lifetime.ts';
+import { passiveMinAgeMs, userRefreshAtMs } from './lifetime.ts';
 import { isCacheDown, type LockHandle, RefreshLock } from './lock.ts';
 import { MemoryCopies } from './memory-copy.ts';
 import { Outage } from './outage.ts';
@@ -52,44 +50,10 @@ import {
   recordTtlSeconds,
 } from './record.ts';
 import { ReportedTokens } from './reported.ts';
+import type { RefreshMode, ScheduledOutcome, TokenServiceDeps } from './service-deps.ts';
 import { UpstreamGuard } from './upstream-guard.ts';
 
-export interface TokenServiceSettings extends LifetimeSettings {
-  cacheKeyPrefix: string;
-  memoryCacheSeconds: number;
-  failureMemorySeconds: number;
-  cacheOutagePolicy: CacheOutagePolicy;
-  missingRecordPolicy: MissingRecordPolicy;
-  /** How often the schedule runs: user requests leave it this head start on each refresh. */
-  scheduleIntervalSeconds: number;
-  /** The schedule's getApiQuota checks: at most one per app per this many seconds (0: none). */
-  quotaCheckIntervalSeconds: number;
-}
-
-export interface TokenServiceDeps {
-  store: KeyValueStore;
-  secrets: SecretSource;
-  wechat: WeChatApi;
-  clock: Clock;
-  telemetry: Telemetry;
-  settings: TokenServiceSettings;
-  /** Identifies this instance in records it writes. */
-  instanceId: string;
-  /** Per-app jitter in [0, 1); defaults to a hash of kind and appid (the same on every instance). */
-  jitter?: (kind: TokenKind, appid: string) => number;
-}
-
-/** What the schedule did for one (kind, appid). */
-export type ScheduledOutcome = 'fresh' | 'refreshed' | 'in_progress' | 'served_stale';
-
-/** How a refresh under the lock was asked for. */
-interface RefreshMode {
-  reason: FetchReason;
-  /** Passive refresh: the generation the reported token belongs to; any later one answers it. */
-  replaceGeneration?: number;
-  /** Passive refresh: the reported value, never the answer. */
-  avoid?: string;
-}
+export type { ScheduledOutcome, TokenServiceDeps, TokenServiceSettings } from './service-deps.ts';
 
 /** How long a reported token of unknown life is remembered as dead: WeChat's longest token life. */
 const DEAD_TOKEN_MEMORY_MS = 7_200_000;
