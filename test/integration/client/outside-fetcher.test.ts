@@ -90,7 +90,12 @@ describe('a token killed by a second fetcher mid-run', () => {
       expect(r.unknownTokens).toBe(0);
     }
     expect(world.sim.calls.token + world.sim.calls.stableToken).toBe(1);
-    // Every call once, and the one rejected call of each consumer once more.
-    expect(businessBeforeKill + world.sim.calls.business).toBe(4 * 200 + 4);
+    // Every call once, and each rejected call once more. A consumer starts its calls at a pace, not
+    // one after the other: a call still in flight with the dead token when the first rejection came
+    // back is rejected too and retried once, without another report (the token is known dead by then).
+    // That is 1 rejected call per consumer, 2 when the kill fell between two of its calls in flight.
+    const business = businessBeforeKill + world.sim.calls.business;
+    expect(business).toBeGreaterThanOrEqual(4 * 200 + 4);
+    expect(business).toBeLessThanOrEqual(4 * 200 + 8);
   }, 60_000);
 });
