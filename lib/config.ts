@@ -2,6 +2,18 @@
  * Configuration: the only reader of `process.env` in the service. Parsed once per container, at the
  * edge; every failure names the variable and says what a valid value looks like.
  */
+
+import {
+  type Env,
+  invalid,
+  nonEmpty,
+  readBoolean,
+  readEnum,
+  readInt,
+  readMatch,
+  readOptionalInt,
+  readUrl,
+} from './config-values.ts';
 import { type TicketType, type TokenApi, WECHAT_APPID_PATTERN } from './domain.ts';
 import { ServiceError } from './errors.ts';
 import { UPSTREAM_MAX_ATTEMPTS, worstUpstreamCallMs } from './wechat/retry-policy.ts';
@@ -123,8 +135,6 @@ export interface Config {
   quotaCheckIntervalSeconds: number;
   logLevel: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 }
-
-type Env = Record<string, string | undefined>;
 
 /** Reads and validates the configuration. Throws `config_invalid` naming the variable. */
 export function loadConfig(env: Env = process.env): Config {
@@ -352,75 +362,4 @@ function readCacheTopology(env: Env, servers: string[]): CacheTopologyConfig {
     autoDiscovery,
     discoveryIntervalSeconds: readInt(env, 'MEMCACHED_DISCOVERY_INTERVAL_SECONDS', 60, 1, 3600),
   };
-}
-
-function readBoolean(env: Env, name: string, fallback: boolean): boolean {
-  return (
-    readEnum(env, name, ['true', 'false'], fallback ? 'true' : 'false', (v) => v.toLowerCase()) === 'true'
-  );
-}
-
-function nonEmpty(env: Env, name: string): string | undefined {
-  const value = env[name]?.trim();
-  return value === undefined || value === '' ? undefined : value;
-}
-
-function readInt(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = nonEmpty(env, name);
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
-    throw invalid(name, `must be a whole number from ${min} to ${max}; got "${raw.slice(0, 40)}"`);
-  }
-  return Number(raw);
-}
-
-function readOptionalInt(env: Env, name: string, min: number, max: number): number | undefined {
-  return nonEmpty(env, name) === undefined ? undefined : readInt(env, name, min, min, max);
-}
-
-function readEnum<T extends string>(
-  env: Env,
-  name: string,
-  allowed: readonly T[],
-  fallback: T,
-  normalise: (v: string) => string = (v) => v,
-): T {
-  const raw = nonEmpty(env, name);
-  if (raw === undefined) return fallback;
-  const value = normalise(raw);
-  if (!(allowed as readonly string[]).includes(value)) {
-    throw invalid(name, `must be one of ${allowed.join(', ')}; got "${raw.slice(0, 40)}"`);
-  }
-  return value as T;
-}
-
-function readMatch<F extends string | undefined>(
-  env: Env,
-  name: string,
-  fallback: F,
-  pattern: RegExp,
-  expected: string,
-): string | F {
-  const raw = nonEmpty(env, name);
-  if (raw === undefined) return fallback;
-  if (!pattern.test(raw)) throw invalid(name, `must be ${expected}; got "${raw.slice(0, 40)}"`);
-  return raw;
-}
-
-function readUrl(env: Env, name: string, fallback: string): string {
-  const raw = nonEmpty(env, name) ?? fallback;
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw invalid(name, `must be an absolute http(s) URL; got "${raw.slice(0, 80)}"`);
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw invalid(name, `must be an http(s) URL; got "${raw.slice(0, 80)}"`);
-  }
-  return raw.replace(/\/+$/, '');
-}
-
-function invalid(name: string, what: string): ServiceError {
-  return new ServiceError('config_invalid', `${name} ${what}`);
 }
